@@ -1,0 +1,1 @@
+//! Sample function (being written).

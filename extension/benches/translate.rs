@@ -1,0 +1,2 @@
+//! Decode + translate throughput (being written).
+fn main() {}

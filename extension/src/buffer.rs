@@ -1,0 +1,334 @@
+//! The span buffer: one task owns the spans; receivers and the flusher talk to it through a
+//! bounded channel with `oneshot` replies ([`BufferHandle`]).
+//!
+//! It is bounded in spans. A push that does not fit is cut at the capacity: the spans that fit
+//! are kept, the rest are refused (the receiver answers OTLP `partial_success`) and counted as
+//! dropped with [`DropReason::BufferFull`]. Every span pushed is counted as received here, so
+//! `received == exported + dropped + buffered` holds at all times.
+
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::stats::{DropReason, Stats};
+
+/// The spans of one decoded OTLP request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SpanBatch {
+    /// As decoded.
+    pub resource_spans: Vec<ResourceSpans>,
+    /// Number of spans in `resource_spans`.
+    pub spans: usize,
+}
+
+impl SpanBatch {
+    /// Wraps decoded resource spans, counting them.
+    pub fn new(resource_spans: Vec<ResourceSpans>) -> Self {
+        let spans = count_spans(&resource_spans);
+        SpanBatch {
+            resource_spans,
+            spans,
+        }
+    }
+
+    /// Moves `other`'s spans into `self`.
+    pub fn append(&mut self, mut other: SpanBatch) {
+        self.spans += other.spans;
+        self.resource_spans.append(&mut other.resource_spans);
+    }
+
+    /// True when there is nothing to export.
+    pub fn is_empty(&self) -> bool {
+        self.spans == 0
+    }
+}
+
+/// Counts the spans in decoded resource spans.
+pub fn count_spans(resource_spans: &[ResourceSpans]) -> usize {
+    resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .map(|ss| ss.spans.len())
+        .sum()
+}
+
+/// Keeps the first `keep` spans, removing emptied scopes and resources. Returns the spans removed.
+fn truncate_spans(resource_spans: &mut Vec<ResourceSpans>, keep: usize) -> usize {
+    let mut left = keep;
+    let mut removed = 0;
+    for rs in resource_spans.iter_mut() {
+        for ss in rs.scope_spans.iter_mut() {
+            let n = ss.spans.len();
+            if n <= left {
+                left -= n;
+            } else {
+                removed += n - left;
+                ss.spans.truncate(left);
+                left = 0;
+            }
+        }
+        rs.scope_spans.retain(|ss| !ss.spans.is_empty());
+    }
+    resource_spans.retain(|rs| !rs.scope_spans.is_empty());
+    removed
+}
+
+/// What became of a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PushOutcome {
+    /// Spans kept for the next flush.
+    pub accepted: usize,
+    /// Spans refused because the buffer was full.
+    pub rejected: usize,
+}
+
+/// The buffer task is gone (the extension is shutting down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the span buffer is closed")]
+pub struct BufferClosed;
+
+enum Command {
+    Push(SpanBatch, oneshot::Sender<PushOutcome>),
+    Drain(oneshot::Sender<SpanBatch>),
+    Len(oneshot::Sender<usize>),
+}
+
+/// A cheap, cloneable handle to the buffer task.
+#[derive(Debug, Clone)]
+pub struct BufferHandle {
+    tx: mpsc::Sender<Command>,
+    stats: Arc<Stats>,
+    pressure: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Command::Push(..) => "Push",
+            Command::Drain(..) => "Drain",
+            Command::Len(..) => "Len",
+        })
+    }
+}
+
+impl BufferHandle {
+    /// Hands a batch to the buffer; replies with how much of it was kept.
+    pub async fn push(&self, batch: SpanBatch) -> Result<PushOutcome, BufferClosed> {
+        if batch.is_empty() {
+            return Ok(PushOutcome::default());
+        }
+        let spans = batch.spans;
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Push(batch, tx)).await.is_err() {
+            // Never reached the buffer: account for it here so nothing is lost silently.
+            self.stats.add_received(spans as u64);
+            self.stats.add_dropped(DropReason::Shutdown, spans as u64);
+            return Err(BufferClosed);
+        }
+        rx.await.map_err(|_| BufferClosed)
+    }
+
+    /// Takes everything buffered, for a flush.
+    pub async fn drain(&self) -> Result<SpanBatch, BufferClosed> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Drain(tx))
+            .await
+            .map_err(|_| BufferClosed)?;
+        rx.await.map_err(|_| BufferClosed)
+    }
+
+    /// Spans buffered now.
+    pub async fn len(&self) -> Result<usize, BufferClosed> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Len(tx))
+            .await
+            .map_err(|_| BufferClosed)?;
+        rx.await.map_err(|_| BufferClosed)
+    }
+
+    /// The shared counters.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// Notified whenever the buffer passes half its capacity: time for an early flush.
+    pub fn pressure(&self) -> &Arc<Notify> {
+        &self.pressure
+    }
+}
+
+/// Starts the buffer task on the current runtime.
+pub fn spawn(max_spans: usize, stats: Arc<Stats>) -> (BufferHandle, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(256);
+    let pressure = Arc::new(Notify::new());
+    let owner = BufferOwner {
+        max_spans: max_spans.max(1),
+        batch: SpanBatch::default(),
+        stats: Arc::clone(&stats),
+        pressure: Arc::clone(&pressure),
+    };
+    let task = tokio::spawn(owner.run(rx));
+    (
+        BufferHandle {
+            tx,
+            stats,
+            pressure,
+        },
+        task,
+    )
+}
+
+struct BufferOwner {
+    max_spans: usize,
+    batch: SpanBatch,
+    stats: Arc<Stats>,
+    pressure: Arc<Notify>,
+}
+
+impl BufferOwner {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        while let Some(cmd) = rx.recv().await {
+            match cmd {
+                Command::Push(batch, reply) => {
+                    let outcome = self.push(batch);
+                    let _ = reply.send(outcome);
+                }
+                Command::Drain(reply) => {
+                    let taken = std::mem::take(&mut self.batch);
+                    if let Err(taken) = reply.send(taken) {
+                        // The flusher went away: keep the spans for the next one.
+                        self.batch.append(taken);
+                    }
+                }
+                Command::Len(reply) => {
+                    let _ = reply.send(self.batch.spans);
+                }
+            }
+        }
+        // Every handle dropped: whatever is still here can never be exported.
+        if self.batch.spans > 0 {
+            self.stats
+                .add_dropped(DropReason::Shutdown, self.batch.spans as u64);
+        }
+    }
+
+    fn push(&mut self, mut batch: SpanBatch) -> PushOutcome {
+        let arriving = batch.spans;
+        self.stats.add_received(arriving as u64);
+        let room = self.max_spans.saturating_sub(self.batch.spans);
+        let rejected = if arriving > room {
+            let removed = truncate_spans(&mut batch.resource_spans, room);
+            batch.spans -= removed;
+            self.stats
+                .add_dropped(DropReason::BufferFull, removed as u64);
+            removed
+        } else {
+            0
+        };
+        let accepted = batch.spans;
+        self.batch.append(batch);
+        if self.batch.spans * 2 >= self.max_spans {
+            self.pressure.notify_one();
+        }
+        PushOutcome { accepted, rejected }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span};
+
+    fn batch(shape: &[&[usize]]) -> SpanBatch {
+        SpanBatch::new(
+            shape
+                .iter()
+                .map(|scopes| ResourceSpans {
+                    scope_spans: scopes
+                        .iter()
+                        .map(|n| ScopeSpans {
+                            spans: (0..*n)
+                                .map(|i| Span {
+                                    name: format!("s{i}"),
+                                    ..Default::default()
+                                })
+                                .collect(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn truncate_keeps_prefix_and_prunes_empties() {
+        let mut b = batch(&[&[2, 3], &[4]]);
+        assert_eq!(b.spans, 9);
+        let removed = truncate_spans(&mut b.resource_spans, 4);
+        assert_eq!(removed, 5);
+        assert_eq!(count_spans(&b.resource_spans), 4);
+        assert_eq!(b.resource_spans.len(), 1);
+        assert_eq!(b.resource_spans[0].scope_spans[1].spans.len(), 2);
+        let removed = truncate_spans(&mut b.resource_spans, 0);
+        assert_eq!(removed, 4);
+        assert!(b.resource_spans.is_empty());
+    }
+
+    #[tokio::test]
+    async fn bounded_push_counts_every_span() {
+        let stats = Arc::new(Stats::default());
+        let (h, _task) = spawn(10, Arc::clone(&stats));
+        assert_eq!(
+            h.push(batch(&[&[6]])).await.unwrap(),
+            PushOutcome {
+                accepted: 6,
+                rejected: 0
+            }
+        );
+        assert_eq!(
+            h.push(batch(&[&[3, 3]])).await.unwrap(),
+            PushOutcome {
+                accepted: 4,
+                rejected: 2
+            }
+        );
+        assert_eq!(h.len().await.unwrap(), 10);
+        let drained = h.drain().await.unwrap();
+        assert_eq!(drained.spans, 10);
+        assert_eq!(count_spans(&drained.resource_spans), 10);
+        assert_eq!(h.len().await.unwrap(), 0);
+        let snap = stats.snapshot();
+        assert_eq!(snap.received, 12);
+        assert_eq!(snap.dropped(DropReason::BufferFull), 2);
+        assert_eq!(snap.in_flight(), 10);
+    }
+
+    #[tokio::test]
+    async fn pressure_fires_at_half_capacity() {
+        let stats = Arc::new(Stats::default());
+        let (h, _task) = spawn(10, stats);
+        let pressure = Arc::clone(h.pressure());
+        h.push(batch(&[&[5]])).await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(1), pressure.notified())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn closing_counts_leftovers_as_shutdown_drops() {
+        let stats = Arc::new(Stats::default());
+        let (h, task) = spawn(10, Arc::clone(&stats));
+        h.push(batch(&[&[3]])).await.unwrap();
+        drop(h);
+        task.await.unwrap();
+        let snap = stats.snapshot();
+        assert_eq!(snap.dropped(DropReason::Shutdown), 3);
+        assert_eq!(snap.in_flight(), 0);
+    }
+}

@@ -1,0 +1,985 @@
+//! Configuration, parsed once at start-up from an injected lookup.
+//!
+//! Precedence, lowest first: the code default < a standard `OTEL_*` variable, where its
+//! meaning is the same for the extension as for the function's SDK (`OTEL_SERVICE_NAME`,
+//! `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_LOG_LEVEL`) < the extension's own `OTEL_XRAY_*`.
+//! Upstream endpoints come only from `OTEL_XRAY_*` (and AWS's own `AWS_XRAY_DAEMON_ADDRESS`),
+//! never from `OTEL_EXPORTER_OTLP_*`: those belong to the function's SDK.
+//!
+//! A malformed optional value is reported as a [`ConfigWarning`] and replaced by its default;
+//! only a setting that leaves the extension with nothing to do is a [`ConfigError`].
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// Standard OpenTelemetry variable: the service name of the extension's own spans.
+pub const OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
+/// Standard OpenTelemetry variable: resource attributes of the extension's own spans.
+pub const OTEL_RESOURCE_ATTRIBUTES: &str = "OTEL_RESOURCE_ATTRIBUTES";
+/// Standard OpenTelemetry variable: log level (overridden by `OTEL_XRAY_LOG_LEVEL`).
+pub const OTEL_LOG_LEVEL: &str = "OTEL_LOG_LEVEL";
+
+/// AWS: where the X-Ray daemon listens (host:port, or `tcp:… udp:…`).
+pub const AWS_XRAY_DAEMON_ADDRESS: &str = "AWS_XRAY_DAEMON_ADDRESS";
+/// AWS: the region of the function.
+pub const AWS_REGION: &str = "AWS_REGION";
+/// AWS: the region, when `AWS_REGION` is not set.
+pub const AWS_DEFAULT_REGION: &str = "AWS_DEFAULT_REGION";
+/// Lambda: host:port of the Runtime, Extensions and Telemetry APIs.
+pub const AWS_LAMBDA_RUNTIME_API: &str = "AWS_LAMBDA_RUNTIME_API";
+/// Lambda: `JSON` for structured logs, `Text` otherwise.
+pub const AWS_LAMBDA_LOG_FORMAT: &str = "AWS_LAMBDA_LOG_FORMAT";
+/// Lambda: the function's name (resource attribute `faas.name`).
+pub const AWS_LAMBDA_FUNCTION_NAME: &str = "AWS_LAMBDA_FUNCTION_NAME";
+/// Lambda: the function's version (resource attribute `faas.version`).
+pub const AWS_LAMBDA_FUNCTION_VERSION: &str = "AWS_LAMBDA_FUNCTION_VERSION";
+
+/// `auto` | `daemon` | `api` | `otlp`.
+pub const OTEL_XRAY_EXPORTER: &str = "OTEL_XRAY_EXPORTER";
+/// PutTraceSegments endpoint override (default `https://xray.<region>.amazonaws.com`).
+pub const OTEL_XRAY_API_ENDPOINT: &str = "OTEL_XRAY_API_ENDPOINT";
+/// OTLP/HTTP traces URL for the `otlp` exporter.
+pub const OTEL_XRAY_OTLP_ENDPOINT: &str = "OTEL_XRAY_OTLP_ENDPOINT";
+/// Extra headers for the `otlp` exporter, `k=v,k2=v2` (values URL-decoded).
+pub const OTEL_XRAY_OTLP_HEADERS: &str = "OTEL_XRAY_OTLP_HEADERS";
+/// `true` | `false`: SigV4-sign OTLP requests (service `xray`). Default: on for `*.amazonaws.com`.
+pub const OTEL_XRAY_OTLP_SIGV4: &str = "OTEL_XRAY_OTLP_SIGV4";
+/// `end` | `periodic,<ms>` | `adaptive`.
+pub const OTEL_XRAY_FLUSH: &str = "OTEL_XRAY_FLUSH";
+/// Port of the OTLP/HTTP receiver on 127.0.0.1.
+pub const OTEL_XRAY_HTTP_PORT: &str = "OTEL_XRAY_HTTP_PORT";
+/// Port of the OTLP/gRPC receiver on 127.0.0.1.
+pub const OTEL_XRAY_GRPC_PORT: &str = "OTEL_XRAY_GRPC_PORT";
+/// Port of the Telemetry API listener (on the sandbox address).
+pub const OTEL_XRAY_TELEMETRY_PORT: &str = "OTEL_XRAY_TELEMETRY_PORT";
+/// Port of the Runtime API proxy on 127.0.0.1.
+pub const OTEL_XRAY_PROXY_PORT: &str = "OTEL_XRAY_PROXY_PORT";
+/// Largest OTLP request body accepted, compressed or decompressed, in bytes.
+pub const OTEL_XRAY_MAX_REQUEST_BYTES: &str = "OTEL_XRAY_MAX_REQUEST_BYTES";
+/// Most spans held in the buffer; beyond it spans are refused and counted.
+pub const OTEL_XRAY_BUFFER_MAX_SPANS: &str = "OTEL_XRAY_BUFFER_MAX_SPANS";
+/// Time budget of one flush, in milliseconds.
+pub const OTEL_XRAY_EXPORT_TIMEOUT_MS: &str = "OTEL_XRAY_EXPORT_TIMEOUT_MS";
+/// Comma-separated attribute keys that become X-Ray annotations.
+pub const OTEL_XRAY_INDEXED_ATTRIBUTES: &str = "OTEL_XRAY_INDEXED_ATTRIBUTES";
+/// `true` | `false`: make every eligible attribute an annotation.
+pub const OTEL_XRAY_INDEX_ALL_ATTRIBUTES: &str = "OTEL_XRAY_INDEX_ALL_ATTRIBUTES";
+/// `true` | `false`: invocation and init spans from the Telemetry API.
+pub const OTEL_XRAY_PLATFORM_SPANS: &str = "OTEL_XRAY_PLATFORM_SPANS";
+/// Log level of the extension: `error` | `warn` | `info` | `debug` | `trace` | `off`.
+pub const OTEL_XRAY_LOG_LEVEL: &str = "OTEL_XRAY_LOG_LEVEL";
+
+/// One variable the extension reads, for the README table and its test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnvVarDoc {
+    /// The variable's name.
+    pub name: &'static str,
+    /// Its default, as a user would write it.
+    pub default: &'static str,
+    /// What it does, in one line.
+    pub meaning: &'static str,
+}
+
+/// Every variable the extension reads. The README's table is checked against this list.
+pub const ENV_VARS: &[EnvVarDoc] = &[
+    EnvVarDoc {
+        name: OTEL_XRAY_EXPORTER,
+        default: "auto",
+        meaning: "`auto` (daemon when `AWS_XRAY_DAEMON_ADDRESS` is set, else api), `daemon`, `api` or `otlp`",
+    },
+    EnvVarDoc {
+        name: OTEL_XRAY_API_ENDPOINT,
+        default: "https://xray.$AWS_REGION.amazonaws.com",
+        meaning: "PutTraceSegments endpoint for the `api` exporter",
+    },
+    EnvVarDoc {
+        name: OTEL_XRAY_OTLP_ENDPOINT,
+        default: "(none; required for `otlp`)",
+        meaning: "OTLP/HTTP traces URL for the `otlp` exporter, e.g. `https://xray.us-east-1.amazonaws.com/v1/traces`",
+    },
+    EnvVarDoc {
+        name: OTEL_XRAY_OTLP_HEADERS,
+        default: "(none)",
+        meaning: "extra headers for the `otlp` exporter, `key=value,key2=value2` (values URL-encoded)",
+    },
+    EnvVarDoc {
+        name: OTEL_XRAY_OTLP_SIGV4,
+        default: "true for `*.amazonaws.com`, else false",
+        meaning: "sign `otlp` requests with SigV4, service `xray`, credentials from the standard AWS chain",
+    },
+    EnvVarDoc {
+        name: OTEL_XRAY_FLUSH,
+        default: "end",
+        meaning: "`end` (after every invocation), `periodic,<ms>` or `adaptive`; always on SHUTDOWN",
+    },
+    EnvVarDoc {
+        name: OTEL_XRAY_HTTP_PORT,
+        default: "4318",
+        meaning: "port of the OTLP/HTTP receiver on 127.0.0.1",
+    },
+    EnvVarDoc {
+        name: OTEL_XRAY_GRPC_PORT,
+        default: "4317",
+        meaning: "port of the OTLP/gRPC receiver on 127.0.0.1",
+    },
+    EnvVarDoc {
+        name: OTEL_XRAY_TELEMETRY_PORT,
+        default: "4319",
+        meaning: "port of the Telemetry API listener (on the address of `sandbox.localdomain`)",
+    },
+    EnvVarDoc {
+        name: OTEL_XRAY_PROXY_PORT,
+        default: "9009",
+        meaning: "port of the Runtime API proxy on 127.0.0.1",
+    },
+    EnvVarDoc {
+        name: OTEL_XRAY_MAX_REQUEST_BYTES,
+        default: "4194304",
+        meaning: "largest OTLP request accepted, before and after gzip; larger requests get 413",
+    },
+    EnvVarDoc {
+        name: OTEL_XRAY_BUFFER_MAX_SPANS,
+        default: "20000",
+        meaning: "most spans buffered between flushes; beyond it spans are refused (OTLP partial success) and counted",
+    },
+    EnvVarDoc {
+        name: OTEL_XRAY_EXPORT_TIMEOUT_MS,
+        default: "1000",
+        meaning: "time budget of one flush, retries included",
+    },
+    EnvVarDoc {
+        name: OTEL_XRAY_INDEXED_ATTRIBUTES,
+        default: "(none)",
+        meaning: "comma-separated span attribute keys that become X-Ray annotations",
+    },
+    EnvVarDoc {
+        name: OTEL_XRAY_INDEX_ALL_ATTRIBUTES,
+        default: "false",
+        meaning: "make every string, number and boolean attribute an annotation",
+    },
+    EnvVarDoc {
+        name: OTEL_XRAY_PLATFORM_SPANS,
+        default: "true",
+        meaning: "emit invocation and init spans from Telemetry API platform events",
+    },
+    EnvVarDoc {
+        name: OTEL_XRAY_LOG_LEVEL,
+        default: "$OTEL_LOG_LEVEL, else info",
+        meaning: "the extension's log level: `error`, `warn`, `info`, `debug`, `trace` or `off`",
+    },
+    EnvVarDoc {
+        name: OTEL_SERVICE_NAME,
+        default: "$AWS_LAMBDA_FUNCTION_NAME",
+        meaning: "service name of the spans the extension makes itself",
+    },
+    EnvVarDoc {
+        name: OTEL_RESOURCE_ATTRIBUTES,
+        default: "(none)",
+        meaning: "extra resource attributes of the spans the extension makes itself",
+    },
+    EnvVarDoc {
+        name: OTEL_LOG_LEVEL,
+        default: "info",
+        meaning: "log level, when `OTEL_XRAY_LOG_LEVEL` is not set",
+    },
+    EnvVarDoc {
+        name: AWS_XRAY_DAEMON_ADDRESS,
+        default: "(set by Lambda when active tracing is on)",
+        meaning: "X-Ray daemon address for the `daemon` exporter (`host:port` or `udp:host:port tcp:host:port`)",
+    },
+    EnvVarDoc {
+        name: AWS_REGION,
+        default: "(set by Lambda)",
+        meaning: "region of the X-Ray endpoints and of SigV4 signing (`AWS_DEFAULT_REGION` as a fallback)",
+    },
+    EnvVarDoc {
+        name: AWS_LAMBDA_LOG_FORMAT,
+        default: "Text",
+        meaning: "`JSON` makes the extension log one JSON object a line",
+    },
+];
+
+/// Which exporter sends the buffered spans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExporterKind {
+    /// UDP datagrams to the X-Ray daemon.
+    Daemon,
+    /// PutTraceSegments over HTTPS, SigV4-signed.
+    Api,
+    /// OTLP/HTTP protobuf to any endpoint, optionally SigV4-signed.
+    Otlp,
+}
+
+/// When buffered spans are flushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushMode {
+    /// After every invocation, before asking for the next event.
+    End,
+    /// Every so often while the function is hot, and at SHUTDOWN.
+    Periodic(Duration),
+    /// Every invocation until the invocation rate is known, then periodically while hot.
+    Adaptive,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (`AWS_LAMBDA_LOG_FORMAT=JSON`).
+    Json,
+}
+
+/// The extension's configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The exporter, resolved (`auto` already decided).
+    pub exporter: ExporterKind,
+    /// UDP address of the X-Ray daemon, if known.
+    pub daemon_address: Option<SocketAddr>,
+    /// The AWS region, if known.
+    pub region: Option<String>,
+    /// PutTraceSegments base URL (no path).
+    pub api_endpoint: Option<String>,
+    /// OTLP/HTTP traces URL.
+    pub otlp_endpoint: Option<String>,
+    /// Extra OTLP headers.
+    pub otlp_headers: Vec<(String, String)>,
+    /// Sign OTLP requests with SigV4.
+    pub otlp_sigv4: bool,
+    /// Flush policy.
+    pub flush: FlushMode,
+    /// OTLP/HTTP receiver port.
+    pub http_port: u16,
+    /// OTLP/gRPC receiver port.
+    pub grpc_port: u16,
+    /// Telemetry API listener port.
+    pub telemetry_port: u16,
+    /// Runtime API proxy port.
+    pub proxy_port: u16,
+    /// Largest request body, compressed and decompressed.
+    pub max_request_bytes: usize,
+    /// Span buffer capacity.
+    pub buffer_max_spans: usize,
+    /// Budget of one flush.
+    pub export_timeout: Duration,
+    /// Attribute keys that become annotations.
+    pub indexed_attributes: Vec<String>,
+    /// Every eligible attribute becomes an annotation.
+    pub index_all_attributes: bool,
+    /// Emit invocation/init spans from the Telemetry API.
+    pub platform_spans: bool,
+    /// Log level directive (`info`, `debug`, …).
+    pub log_level: String,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Service name for the extension's own spans.
+    pub service_name: Option<String>,
+    /// Resource attributes for the extension's own spans.
+    pub resource_attributes: Vec<(String, String)>,
+    /// host:port of the Lambda APIs.
+    pub runtime_api: Option<String>,
+}
+
+/// A value that was malformed and replaced by its default.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{var}={value:?} is not valid ({reason}); using {fallback}")]
+pub struct ConfigWarning {
+    /// The variable.
+    pub var: &'static str,
+    /// What it held.
+    pub value: String,
+    /// Why it was refused.
+    pub reason: String,
+    /// What is used instead.
+    pub fallback: String,
+}
+
+/// A setting that makes the extension useless.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConfigError {
+    /// `OTEL_XRAY_EXPORTER=otlp` without `OTEL_XRAY_OTLP_ENDPOINT`.
+    #[error("OTEL_XRAY_EXPORTER=otlp needs OTEL_XRAY_OTLP_ENDPOINT")]
+    MissingOtlpEndpoint,
+    /// `OTEL_XRAY_OTLP_ENDPOINT` is not an http(s) URL.
+    #[error("OTEL_XRAY_OTLP_ENDPOINT={0:?} is not an http:// or https:// URL")]
+    BadOtlpEndpoint(String),
+    /// The `api` exporter cannot find its endpoint.
+    #[error("the api exporter needs AWS_REGION (or OTEL_XRAY_API_ENDPOINT)")]
+    MissingRegion,
+    /// `OTEL_XRAY_EXPORTER=daemon` without a usable `AWS_XRAY_DAEMON_ADDRESS`.
+    #[error("OTEL_XRAY_EXPORTER=daemon needs AWS_XRAY_DAEMON_ADDRESS (host:port)")]
+    MissingDaemonAddress,
+}
+
+/// Default ports and limits.
+pub mod defaults {
+    /// OTLP/HTTP.
+    pub const HTTP_PORT: u16 = 4318;
+    /// OTLP/gRPC.
+    pub const GRPC_PORT: u16 = 4317;
+    /// Telemetry API listener.
+    pub const TELEMETRY_PORT: u16 = 4319;
+    /// Runtime API proxy.
+    pub const PROXY_PORT: u16 = 9009;
+    /// 4 MiB.
+    pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+    /// Buffer capacity in spans.
+    pub const BUFFER_MAX_SPANS: usize = 20_000;
+    /// Flush budget.
+    pub const EXPORT_TIMEOUT_MS: u64 = 1_000;
+}
+
+impl Config {
+    /// Parses the configuration from `lookup` (the process environment in production).
+    ///
+    /// Returns the warnings for every malformed optional value, to be logged once logging
+    /// is set up.
+    pub fn from_lookup<F>(lookup: F) -> Result<(Config, Vec<ConfigWarning>), ConfigError>
+    where
+        F: Fn(&str) -> Option<String>,
+    {
+        let mut warnings = Vec::new();
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+
+        let region = get(AWS_REGION).or_else(|| get(AWS_DEFAULT_REGION));
+
+        let daemon_address = match get(AWS_XRAY_DAEMON_ADDRESS) {
+            None => None,
+            Some(raw) => match parse_daemon_address(&raw) {
+                Some(addr) => Some(addr),
+                None => {
+                    warnings.push(ConfigWarning {
+                        var: AWS_XRAY_DAEMON_ADDRESS,
+                        value: raw,
+                        reason: "expected host:port or `udp:host:port tcp:host:port`".into(),
+                        fallback: "no daemon".into(),
+                    });
+                    None
+                }
+            },
+        };
+
+        let requested = match get(OTEL_XRAY_EXPORTER).map(|v| v.to_ascii_lowercase()) {
+            None => None,
+            Some(v) if v == "auto" => None,
+            Some(v) if v == "daemon" => Some(ExporterKind::Daemon),
+            Some(v) if v == "api" => Some(ExporterKind::Api),
+            Some(v) if v == "otlp" => Some(ExporterKind::Otlp),
+            Some(v) => {
+                warnings.push(ConfigWarning {
+                    var: OTEL_XRAY_EXPORTER,
+                    value: v,
+                    reason: "expected auto, daemon, api or otlp".into(),
+                    fallback: "auto".into(),
+                });
+                None
+            }
+        };
+        let exporter = requested.unwrap_or(if daemon_address.is_some() {
+            ExporterKind::Daemon
+        } else {
+            ExporterKind::Api
+        });
+
+        let api_endpoint = match get(OTEL_XRAY_API_ENDPOINT) {
+            Some(raw) if is_http_url(&raw) => Some(raw.trim_end_matches('/').to_owned()),
+            Some(raw) => {
+                warnings.push(ConfigWarning {
+                    var: OTEL_XRAY_API_ENDPOINT,
+                    value: raw,
+                    reason: "expected an http:// or https:// URL".into(),
+                    fallback: "the regional endpoint".into(),
+                });
+                None
+            }
+            None => None,
+        }
+        .or_else(|| {
+            region
+                .as_ref()
+                .map(|r| format!("https://xray.{r}.amazonaws.com"))
+        });
+
+        let otlp_endpoint = get(OTEL_XRAY_OTLP_ENDPOINT);
+        if let Some(ep) = &otlp_endpoint {
+            if !is_http_url(ep) {
+                if exporter == ExporterKind::Otlp {
+                    return Err(ConfigError::BadOtlpEndpoint(ep.clone()));
+                }
+                warnings.push(ConfigWarning {
+                    var: OTEL_XRAY_OTLP_ENDPOINT,
+                    value: ep.clone(),
+                    reason: "expected an http:// or https:// URL".into(),
+                    fallback: "none".into(),
+                });
+            }
+        }
+        let otlp_endpoint = otlp_endpoint.filter(|ep| is_http_url(ep));
+
+        match exporter {
+            ExporterKind::Otlp if otlp_endpoint.is_none() => {
+                return Err(ConfigError::MissingOtlpEndpoint);
+            }
+            ExporterKind::Api if api_endpoint.is_none() => return Err(ConfigError::MissingRegion),
+            ExporterKind::Daemon if daemon_address.is_none() => {
+                return Err(ConfigError::MissingDaemonAddress);
+            }
+            _ => {}
+        }
+
+        let otlp_headers = match get(OTEL_XRAY_OTLP_HEADERS) {
+            None => Vec::new(),
+            Some(raw) => match parse_key_values(&raw) {
+                Some(kv) => kv,
+                None => {
+                    warnings.push(ConfigWarning {
+                        var: OTEL_XRAY_OTLP_HEADERS,
+                        // Header values may be credentials: never echo them.
+                        value: "<redacted>".into(),
+                        reason: "expected key=value pairs separated by commas".into(),
+                        fallback: "no extra headers".into(),
+                    });
+                    Vec::new()
+                }
+            },
+        };
+
+        let sigv4_default = otlp_endpoint
+            .as_deref()
+            .and_then(url_host)
+            .is_some_and(|h| h.ends_with(".amazonaws.com"));
+        let otlp_sigv4 = parse_bool(&get, OTEL_XRAY_OTLP_SIGV4, sigv4_default, &mut warnings);
+
+        let flush = match get(OTEL_XRAY_FLUSH) {
+            None => FlushMode::End,
+            Some(raw) => match parse_flush(&raw) {
+                Some(mode) => mode,
+                None => {
+                    warnings.push(ConfigWarning {
+                        var: OTEL_XRAY_FLUSH,
+                        value: raw,
+                        reason: "expected end, adaptive or periodic,<milliseconds>".into(),
+                        fallback: "end".into(),
+                    });
+                    FlushMode::End
+                }
+            },
+        };
+
+        let http_port = parse_port(
+            &get,
+            OTEL_XRAY_HTTP_PORT,
+            defaults::HTTP_PORT,
+            &mut warnings,
+        );
+        let grpc_port = parse_port(
+            &get,
+            OTEL_XRAY_GRPC_PORT,
+            defaults::GRPC_PORT,
+            &mut warnings,
+        );
+        let telemetry_port = parse_port(
+            &get,
+            OTEL_XRAY_TELEMETRY_PORT,
+            defaults::TELEMETRY_PORT,
+            &mut warnings,
+        );
+        let proxy_port = parse_port(
+            &get,
+            OTEL_XRAY_PROXY_PORT,
+            defaults::PROXY_PORT,
+            &mut warnings,
+        );
+
+        let max_request_bytes = parse_number(
+            &get,
+            OTEL_XRAY_MAX_REQUEST_BYTES,
+            defaults::MAX_REQUEST_BYTES as u64,
+            1024..=256 * 1024 * 1024,
+            &mut warnings,
+        ) as usize;
+        let buffer_max_spans = parse_number(
+            &get,
+            OTEL_XRAY_BUFFER_MAX_SPANS,
+            defaults::BUFFER_MAX_SPANS as u64,
+            1..=10_000_000,
+            &mut warnings,
+        ) as usize;
+        let export_timeout = Duration::from_millis(parse_number(
+            &get,
+            OTEL_XRAY_EXPORT_TIMEOUT_MS,
+            defaults::EXPORT_TIMEOUT_MS,
+            1..=600_000,
+            &mut warnings,
+        ));
+
+        let indexed_attributes = get(OTEL_XRAY_INDEXED_ATTRIBUTES)
+            .map(|raw| {
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let index_all_attributes =
+            parse_bool(&get, OTEL_XRAY_INDEX_ALL_ATTRIBUTES, false, &mut warnings);
+        let platform_spans = parse_bool(&get, OTEL_XRAY_PLATFORM_SPANS, true, &mut warnings);
+
+        let (log_level_var, log_level_raw) = match get(OTEL_XRAY_LOG_LEVEL) {
+            Some(v) => (OTEL_XRAY_LOG_LEVEL, Some(v)),
+            None => (OTEL_LOG_LEVEL, get(OTEL_LOG_LEVEL)),
+        };
+        let log_level = match log_level_raw {
+            None => "info".to_owned(),
+            Some(raw) => match normalise_log_level(&raw) {
+                Some(level) => level.to_owned(),
+                None => {
+                    warnings.push(ConfigWarning {
+                        var: log_level_var,
+                        value: raw,
+                        reason: "expected error, warn, info, debug, trace or off".into(),
+                        fallback: "info".into(),
+                    });
+                    "info".to_owned()
+                }
+            },
+        };
+        let log_format = match get(AWS_LAMBDA_LOG_FORMAT) {
+            Some(v) if v.eq_ignore_ascii_case("json") => LogFormat::Json,
+            _ => LogFormat::Text,
+        };
+
+        let service_name = get(OTEL_SERVICE_NAME).or_else(|| get(AWS_LAMBDA_FUNCTION_NAME));
+        let resource_attributes = match get(OTEL_RESOURCE_ATTRIBUTES) {
+            None => Vec::new(),
+            Some(raw) => parse_key_values(&raw).unwrap_or_else(|| {
+                warnings.push(ConfigWarning {
+                    var: OTEL_RESOURCE_ATTRIBUTES,
+                    value: raw.clone(),
+                    reason: "expected key=value pairs separated by commas".into(),
+                    fallback: "no extra resource attributes".into(),
+                });
+                Vec::new()
+            }),
+        };
+
+        Ok((
+            Config {
+                exporter,
+                daemon_address,
+                region,
+                api_endpoint,
+                otlp_endpoint,
+                otlp_headers,
+                otlp_sigv4,
+                flush,
+                http_port,
+                grpc_port,
+                telemetry_port,
+                proxy_port,
+                max_request_bytes,
+                buffer_max_spans,
+                export_timeout,
+                indexed_attributes,
+                index_all_attributes,
+                platform_spans,
+                log_level,
+                log_format,
+                service_name,
+                resource_attributes,
+                runtime_api: get(AWS_LAMBDA_RUNTIME_API),
+            },
+            warnings,
+        ))
+    }
+
+    /// Parses from the process environment.
+    pub fn from_env() -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+}
+
+fn is_http_url(s: &str) -> bool {
+    (s.starts_with("http://") || s.starts_with("https://")) && url_host(s).is_some()
+}
+
+/// The host of an http(s) URL, without port or credentials.
+pub fn url_host(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit('@').next()?;
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next()?
+    } else {
+        authority.split(':').next()?
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+/// `host:port`, or the daemon's two-protocol form `tcp:host:port udp:host:port`.
+fn parse_daemon_address(raw: &str) -> Option<SocketAddr> {
+    let udp = if raw.contains(' ') || raw.starts_with("udp:") || raw.starts_with("tcp:") {
+        raw.split_whitespace()
+            .find_map(|part| part.strip_prefix("udp:"))?
+    } else {
+        raw
+    };
+    let udp = if let Some(rest) = udp.strip_prefix("localhost:") {
+        format!("127.0.0.1:{rest}")
+    } else {
+        udp.to_owned()
+    };
+    udp.parse().ok()
+}
+
+fn parse_flush(raw: &str) -> Option<FlushMode> {
+    let lower = raw.to_ascii_lowercase();
+    let mut parts = lower.splitn(2, ',').map(str::trim);
+    match (parts.next()?, parts.next()) {
+        ("end", None) => Some(FlushMode::End),
+        ("adaptive", None) => Some(FlushMode::Adaptive),
+        ("periodic", Some(ms)) => {
+            let ms: u64 = ms.parse().ok()?;
+            (1..=3_600_000)
+                .contains(&ms)
+                .then(|| FlushMode::Periodic(Duration::from_millis(ms)))
+        }
+        _ => None,
+    }
+}
+
+/// `k=v,k2=v2` with percent-decoded values, as in the OpenTelemetry environment spec.
+pub fn parse_key_values(raw: &str) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for pair in raw.split(',') {
+        let pair = pair.trim();
+        if pair.is_empty() {
+            continue;
+        }
+        let (k, v) = pair.split_once('=')?;
+        let k = k.trim();
+        if k.is_empty() {
+            return None;
+        }
+        out.push((percent_decode(k.trim())?, percent_decode(v.trim())?));
+    }
+    Some(out)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn normalise_log_level(raw: &str) -> Option<&'static str> {
+    Some(match raw.to_ascii_lowercase().as_str() {
+        "error" | "fatal" | "critical" => "error",
+        "warn" | "warning" => "warn",
+        "info" => "info",
+        "debug" => "debug",
+        "trace" | "all" => "trace",
+        "off" | "none" => "off",
+        _ => return None,
+    })
+}
+
+fn parse_bool<G: Fn(&str) -> Option<String>>(
+    get: &G,
+    var: &'static str,
+    default: bool,
+    warnings: &mut Vec<ConfigWarning>,
+) -> bool {
+    match get(var) {
+        None => default,
+        Some(raw) => match raw.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => {
+                warnings.push(ConfigWarning {
+                    var,
+                    value: raw,
+                    reason: "expected true or false".into(),
+                    fallback: default.to_string(),
+                });
+                default
+            }
+        },
+    }
+}
+
+fn parse_number<G: Fn(&str) -> Option<String>>(
+    get: &G,
+    var: &'static str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+    warnings: &mut Vec<ConfigWarning>,
+) -> u64 {
+    match get(var) {
+        None => default,
+        Some(raw) => match raw.parse::<u64>() {
+            Ok(n) if range.contains(&n) => n,
+            _ => {
+                warnings.push(ConfigWarning {
+                    var,
+                    value: raw,
+                    reason: format!(
+                        "expected a whole number from {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
+                    fallback: default.to_string(),
+                });
+                default
+            }
+        },
+    }
+}
+
+fn parse_port<G: Fn(&str) -> Option<String>>(
+    get: &G,
+    var: &'static str,
+    default: u16,
+    warnings: &mut Vec<ConfigWarning>,
+) -> u16 {
+    parse_number(get, var, u64::from(default), 1..=65535, warnings) as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_with_region_pick_api() {
+        let (c, w) = parse(&[("AWS_REGION", "eu-west-1")]).unwrap();
+        assert!(w.is_empty());
+        assert_eq!(c.exporter, ExporterKind::Api);
+        assert_eq!(
+            c.api_endpoint.as_deref(),
+            Some("https://xray.eu-west-1.amazonaws.com")
+        );
+        assert_eq!(c.http_port, 4318);
+        assert_eq!(c.grpc_port, 4317);
+        assert_eq!(c.proxy_port, 9009);
+        assert_eq!(c.flush, FlushMode::End);
+        assert_eq!(c.max_request_bytes, 4 * 1024 * 1024);
+        assert_eq!(c.log_level, "info");
+        assert!(c.platform_spans);
+    }
+
+    #[test]
+    fn auto_prefers_daemon_when_address_set() {
+        let (c, _) = parse(&[("AWS_XRAY_DAEMON_ADDRESS", "169.254.79.129:2000")]).unwrap();
+        assert_eq!(c.exporter, ExporterKind::Daemon);
+        assert_eq!(
+            c.daemon_address,
+            Some("169.254.79.129:2000".parse().unwrap())
+        );
+        let (c, _) = parse(&[(
+            "AWS_XRAY_DAEMON_ADDRESS",
+            "tcp:127.0.0.1:2000 udp:127.0.0.2:2001",
+        )])
+        .unwrap();
+        assert_eq!(c.daemon_address, Some("127.0.0.2:2001".parse().unwrap()));
+        let (c, _) = parse(&[("AWS_XRAY_DAEMON_ADDRESS", "localhost:2000")]).unwrap();
+        assert_eq!(c.daemon_address, Some("127.0.0.1:2000".parse().unwrap()));
+    }
+
+    #[test]
+    fn bad_optional_values_warn_and_fall_back() {
+        let (c, w) = parse(&[
+            ("AWS_REGION", "us-east-1"),
+            ("OTEL_XRAY_EXPORTER", "carrier-pigeon"),
+            ("OTEL_XRAY_HTTP_PORT", "70000"),
+            ("OTEL_XRAY_FLUSH", "sometimes"),
+            ("OTEL_XRAY_BUFFER_MAX_SPANS", "-3"),
+            ("OTEL_XRAY_PLATFORM_SPANS", "perhaps"),
+            ("OTEL_LOG_LEVEL", "loud"),
+        ])
+        .unwrap();
+        assert_eq!(c.exporter, ExporterKind::Api);
+        assert_eq!(c.http_port, 4318);
+        assert_eq!(c.flush, FlushMode::End);
+        assert_eq!(c.buffer_max_spans, 20_000);
+        assert!(c.platform_spans);
+        assert_eq!(c.log_level, "info");
+        let vars: Vec<_> = w.iter().map(|w| w.var).collect();
+        assert_eq!(
+            vars,
+            [
+                OTEL_XRAY_EXPORTER,
+                OTEL_XRAY_FLUSH,
+                OTEL_XRAY_HTTP_PORT,
+                OTEL_XRAY_BUFFER_MAX_SPANS,
+                OTEL_XRAY_PLATFORM_SPANS,
+                OTEL_LOG_LEVEL
+            ]
+        );
+        assert!(w[0].to_string().contains("carrier-pigeon"));
+    }
+
+    #[test]
+    fn useless_settings_are_fatal() {
+        assert_eq!(
+            parse(&[("OTEL_XRAY_EXPORTER", "otlp")]).unwrap_err(),
+            ConfigError::MissingOtlpEndpoint
+        );
+        assert_eq!(
+            parse(&[
+                ("OTEL_XRAY_EXPORTER", "otlp"),
+                ("OTEL_XRAY_OTLP_ENDPOINT", "ftp://x")
+            ])
+            .unwrap_err(),
+            ConfigError::BadOtlpEndpoint("ftp://x".into())
+        );
+        assert_eq!(parse(&[]).unwrap_err(), ConfigError::MissingRegion);
+        assert_eq!(
+            parse(&[("OTEL_XRAY_EXPORTER", "daemon")]).unwrap_err(),
+            ConfigError::MissingDaemonAddress
+        );
+    }
+
+    #[test]
+    fn otlp_endpoint_never_from_standard_otel_variables() {
+        let r = parse(&[
+            ("OTEL_XRAY_EXPORTER", "otlp"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://127.0.0.1:4318/v1/traces",
+            ),
+        ]);
+        assert_eq!(r.unwrap_err(), ConfigError::MissingOtlpEndpoint);
+    }
+
+    #[test]
+    fn otlp_sigv4_defaults_on_for_aws_hosts() {
+        let (c, _) = parse(&[
+            ("OTEL_XRAY_EXPORTER", "otlp"),
+            (
+                "OTEL_XRAY_OTLP_ENDPOINT",
+                "https://xray.us-east-1.amazonaws.com/v1/traces",
+            ),
+        ])
+        .unwrap();
+        assert!(c.otlp_sigv4);
+        let (c, _) = parse(&[
+            ("OTEL_XRAY_EXPORTER", "otlp"),
+            ("OTEL_XRAY_OTLP_ENDPOINT", "http://127.0.0.1:9999/v1/traces"),
+            ("OTEL_XRAY_OTLP_HEADERS", "x-api-key=a%3Db, tenant = t1"),
+        ])
+        .unwrap();
+        assert!(!c.otlp_sigv4);
+        assert_eq!(
+            c.otlp_headers,
+            vec![
+                ("x-api-key".to_owned(), "a=b".to_owned()),
+                ("tenant".to_owned(), "t1".to_owned())
+            ]
+        );
+        let (c, _) = parse(&[
+            ("OTEL_XRAY_EXPORTER", "otlp"),
+            ("OTEL_XRAY_OTLP_ENDPOINT", "http://127.0.0.1:9999/v1/traces"),
+            ("OTEL_XRAY_OTLP_SIGV4", "true"),
+        ])
+        .unwrap();
+        assert!(c.otlp_sigv4);
+    }
+
+    #[test]
+    fn bad_headers_are_redacted_in_warnings() {
+        let (_, w) = parse(&[
+            ("AWS_REGION", "us-east-1"),
+            ("OTEL_XRAY_OTLP_HEADERS", "secret-token-without-equals"),
+        ])
+        .unwrap();
+        assert_eq!(w.len(), 1);
+        assert!(!w[0].to_string().contains("secret-token"));
+    }
+
+    #[test]
+    fn flush_modes() {
+        assert_eq!(parse_flush("end"), Some(FlushMode::End));
+        assert_eq!(parse_flush("ADAPTIVE"), Some(FlushMode::Adaptive));
+        assert_eq!(
+            parse_flush("periodic, 250"),
+            Some(FlushMode::Periodic(Duration::from_millis(250)))
+        );
+        assert_eq!(parse_flush("periodic"), None);
+        assert_eq!(parse_flush("periodic,0"), None);
+        assert_eq!(parse_flush("end,5"), None);
+    }
+
+    #[test]
+    fn precedence_xray_level_over_otel_level() {
+        let (c, _) = parse(&[
+            ("AWS_REGION", "us-east-1"),
+            ("OTEL_LOG_LEVEL", "debug"),
+            ("OTEL_XRAY_LOG_LEVEL", "warn"),
+        ])
+        .unwrap();
+        assert_eq!(c.log_level, "warn");
+        let (c, _) = parse(&[("AWS_REGION", "us-east-1"), ("OTEL_LOG_LEVEL", "debug")]).unwrap();
+        assert_eq!(c.log_level, "debug");
+    }
+
+    #[test]
+    fn service_name_falls_back_to_function_name() {
+        let (c, _) = parse(&[
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "orders"),
+        ])
+        .unwrap();
+        assert_eq!(c.service_name.as_deref(), Some("orders"));
+        let (c, _) = parse(&[
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "orders"),
+            ("OTEL_SERVICE_NAME", "checkout"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "team=payments,tier=gold"),
+        ])
+        .unwrap();
+        assert_eq!(c.service_name.as_deref(), Some("checkout"));
+        assert_eq!(c.resource_attributes.len(), 2);
+    }
+
+    #[test]
+    fn url_hosts() {
+        assert_eq!(
+            url_host("https://xray.us-east-1.amazonaws.com/v1/traces"),
+            Some("xray.us-east-1.amazonaws.com")
+        );
+        assert_eq!(url_host("http://u:p@127.0.0.1:80/x"), Some("127.0.0.1"));
+        assert_eq!(url_host("http://[::1]:80/x"), Some("::1"));
+        assert_eq!(url_host("http:///x"), None);
+    }
+}

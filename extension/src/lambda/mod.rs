@@ -1,0 +1,1 @@
+//! Lambda APIs: Extensions API client, Telemetry API subscription and listener (being written).
