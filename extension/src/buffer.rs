@@ -150,6 +150,11 @@ impl BufferHandle {
         rx.await.map_err(|_| BufferClosed)
     }
 
+    /// True when nothing is buffered.
+    pub async fn is_empty(&self) -> Result<bool, BufferClosed> {
+        Ok(self.len().await? == 0)
+    }
+
     /// The shared counters.
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats

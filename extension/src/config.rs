@@ -408,18 +408,18 @@ impl Config {
         });
 
         let otlp_endpoint = get(OTEL_XRAY_OTLP_ENDPOINT);
-        if let Some(ep) = &otlp_endpoint {
-            if !is_http_url(ep) {
-                if exporter == ExporterKind::Otlp {
-                    return Err(ConfigError::BadOtlpEndpoint(ep.clone()));
-                }
-                warnings.push(ConfigWarning {
-                    var: OTEL_XRAY_OTLP_ENDPOINT,
-                    value: ep.clone(),
-                    reason: "expected an http:// or https:// URL".into(),
-                    fallback: "none".into(),
-                });
+        if let Some(ep) = &otlp_endpoint
+            && !is_http_url(ep)
+        {
+            if exporter == ExporterKind::Otlp {
+                return Err(ConfigError::BadOtlpEndpoint(ep.clone()));
             }
+            warnings.push(ConfigWarning {
+                var: OTEL_XRAY_OTLP_ENDPOINT,
+                value: ep.clone(),
+                reason: "expected an http:// or https:// URL".into(),
+                fallback: "none".into(),
+            });
         }
         let otlp_endpoint = otlp_endpoint.filter(|ep| is_http_url(ep));
 

@@ -13,7 +13,10 @@ pub fn main_entry() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("otel-xray: {e}");
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("otel-xray: {e}");
+            }
             ExitCode::FAILURE
         }
     }

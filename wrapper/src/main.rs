@@ -1,3 +1,47 @@
-//! `otel-xray-wrapper`: named by `AWS_LAMBDA_EXEC_WRAPPER`; execs the runtime (being written).
+//! `otel-xray-wrapper`: named by `AWS_LAMBDA_EXEC_WRAPPER=/opt/otel-xray-wrapper`.
+//!
+//! Lambda's bootstrap runs it as `otel-xray-wrapper <runtime command…>`. It points the function's
+//! OpenTelemetry SDK at the extension's receiver and sets the propagators and the Lambda resource
+//! attributes, each only where the user has not set it, then `exec`s the runtime. It fails open:
+//! whatever goes wrong, the runtime starts with the environment it would have had.
+//!
+//! No dependencies, no allocation-heavy work: it must start in about a millisecond.
 
-fn main() {}
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitCode};
+
+mod env;
+
+fn main() -> ExitCode {
+    let mut args = std::env::args_os().skip(1);
+    let Some(program) = args.next() else {
+        log("no runtime command given; nothing to run");
+        return ExitCode::from(127);
+    };
+    let rest: Vec<OsString> = args.collect();
+
+    let current = |k: &str| std::env::var(k).ok();
+    let plan = env::plan(&current, &program, &rest, &|p| {
+        std::path::Path::new(p).exists()
+    });
+    for note in &plan.notes {
+        log(note);
+    }
+
+    let mut cmd = Command::new(&program);
+    cmd.args(&rest);
+    for (k, v) in &plan.set {
+        cmd.env(k, v);
+    }
+    // exec only returns on failure.
+    let err = cmd.exec();
+    log(&format!("cannot exec {}: {err}", program.to_string_lossy()));
+    ExitCode::from(127)
+}
+
+/// One line on stderr, which Lambda sends to the function's log group.
+#[allow(clippy::print_stderr)]
+fn log(msg: &str) {
+    eprintln!("[otel-xray-wrapper] {msg}");
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs everything the test tiers need, idempotently: rustup targets/components, the Python
+# venv (real OpenTelemetry SDK, awslambdaric, moto), the Node.js SDK. Safe to run again.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+stamp_dir="$here/.venv"
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+# Rust: the toolchain file names the components; make sure they are present.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  log "installing rustfmt and clippy"
+  rustup component add rustfmt clippy
+fi
+
+# Python venv with pinned test dependencies.
+if [ ! -x "$stamp_dir/bin/python" ]; then
+  log "creating tests/.venv"
+  python3 -m venv "$stamp_dir"
+fi
+req_hash="$(sha256sum "$here/requirements.txt" | cut -c1-16)"
+if [ "$(cat "$stamp_dir/.requirements" 2>/dev/null || true)" != "$req_hash" ]; then
+  log "installing Python test dependencies"
+  "$stamp_dir/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
+  echo "$req_hash" > "$stamp_dir/.requirements"
+fi
+
+# Node.js OpenTelemetry SDK (locked).
+if command -v npm >/dev/null 2>&1; then
+  lock_hash="$(sha256sum "$here/node/package-lock.json" | cut -c1-16)"
+  if [ "$(cat "$here/node/node_modules/.lock-hash" 2>/dev/null || true)" != "$lock_hash" ]; then
+    log "installing Node.js test dependencies"
+    (cd "$here/node" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$lock_hash" > "$here/node/node_modules/.lock-hash"
+  fi
+else
+  log "npm not found: installing nodejs and npm from Debian"
+  apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+  exec "$0" "$@"
+fi
+log "ready ($root)"
