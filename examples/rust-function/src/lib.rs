@@ -1,1 +1,0 @@
-//! Sample function (being written).
