@@ -1,0 +1,48 @@
+# otel-xray — entry points. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+CARGO ?= cargo
+VENV := tests/.venv
+PY := $(VENV)/bin/python
+RELEASE := target/release
+LOCAL_LAYER := target/layer
+
+.PHONY: help setup build local-layer demo test test-rust test-e2e lint bench
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+setup: ## Install what the tests need (rustup components, Python venv, Node SDK); idempotent
+	@bash tests/setup.sh
+
+build: ## Build every binary once, release: extension, wrapper, local Lambda, sample function
+	$(CARGO) build --release --workspace --bins
+
+local-layer: build ## Lay out the layer from the release build in target/layer (what /opt holds)
+	@rm -rf $(LOCAL_LAYER) && mkdir -p $(LOCAL_LAYER)/extensions
+	@cp $(RELEASE)/otel-xray $(LOCAL_LAYER)/extensions/otel-xray
+	@cp $(RELEASE)/otel-xray-wrapper $(LOCAL_LAYER)/otel-xray-wrapper
+	@chmod 755 $(LOCAL_LAYER)/extensions/otel-xray $(LOCAL_LAYER)/otel-xray-wrapper
+	@ls -l $(LOCAL_LAYER)/extensions/otel-xray $(LOCAL_LAYER)/otel-xray-wrapper
+
+demo: setup local-layer ## Run the layer on a local Lambda with a sample Rust function; print the X-Ray traces
+	$(PY) tests/e2e/demo.py --layer $(LOCAL_LAYER) --bin-dir $(RELEASE)
+
+test: setup local-layer ## Run every test: unit, golden, property, integration, end-to-end
+	$(CARGO) test --workspace
+	OTEL_XRAY_LAYER=$(abspath $(LOCAL_LAYER)) OTEL_XRAY_BIN_DIR=$(abspath $(RELEASE)) \
+		$(PY) -m pytest tests/e2e -q -p no:cacheprovider
+
+test-rust: ## Only the cargo tests
+	$(CARGO) test --workspace
+
+test-e2e: local-layer ## Only the end-to-end tests (needs `make setup` once)
+	OTEL_XRAY_LAYER=$(abspath $(LOCAL_LAYER)) OTEL_XRAY_BIN_DIR=$(abspath $(RELEASE)) \
+		$(PY) -m pytest tests/e2e -q -p no:cacheprovider
+
+lint: ## cargo fmt --check and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+bench: ## Criterion benchmarks of the hot path (decode + translate)
+	$(CARGO) bench -p otel-xray-extension --bench translate
