@@ -195,6 +195,26 @@ pub const ENV_VARS: &[EnvVarDoc] = &[
         meaning: "region of the X-Ray endpoints and of SigV4 signing (`AWS_DEFAULT_REGION` as a fallback)",
     },
     EnvVarDoc {
+        name: AWS_DEFAULT_REGION,
+        default: "(none)",
+        meaning: "region, when `AWS_REGION` is not set",
+    },
+    EnvVarDoc {
+        name: AWS_LAMBDA_RUNTIME_API,
+        default: "(set by Lambda)",
+        meaning: "host:port of the Extensions and Telemetry APIs",
+    },
+    EnvVarDoc {
+        name: AWS_LAMBDA_FUNCTION_NAME,
+        default: "(set by Lambda)",
+        meaning: "`faas.name` of the extension's own spans, and the default service name",
+    },
+    EnvVarDoc {
+        name: AWS_LAMBDA_FUNCTION_VERSION,
+        default: "(set by Lambda)",
+        meaning: "`faas.version` of the extension's own spans",
+    },
+    EnvVarDoc {
         name: AWS_LAMBDA_LOG_FORMAT,
         default: "Text",
         meaning: "`JSON` makes the extension log one JSON object a line",
