@@ -65,7 +65,9 @@ fn every_variable_the_source_names_is_documented() {
                 continue;
             }
             let text = std::fs::read_to_string(&path).unwrap();
-            for name in quoted_env_names(&text) {
+            // Unit tests may name variables the code deliberately does not read.
+            let text = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for name in quoted_env_names(text) {
                 if !ENV_VARS.iter().any(|v| v.name == name) {
                     undocumented.push(format!("{} in {}", name, path.display()));
                 }
