@@ -128,10 +128,18 @@ impl Api {
                 return Err(no_env());
             };
             let Some(cur) = env.current.as_mut() else {
-                return Err(Response::error(400, "InvalidRequestID", "Invalid request ID"));
+                return Err(Response::error(
+                    400,
+                    "InvalidRequestID",
+                    "Invalid request ID",
+                ));
             };
             if cur.request_id != id || cur.outcome.is_some() {
-                return Err(Response::error(400, "InvalidRequestID", "Invalid request ID"));
+                return Err(Response::error(
+                    400,
+                    "InvalidRequestID",
+                    "Invalid request ID",
+                ));
             }
             let (status, error_type, produced) = match &outcome {
                 Outcome::Response { body } => (InvokeStatus::Success, None, Some(body.len())),
@@ -212,9 +220,11 @@ impl Api {
 
     fn runtime_error(&self, id: &str, req: &Request) -> Response {
         let body = String::from_utf8_lossy(&req.body).into_owned();
-        let from_body = serde_json::from_str::<Value>(&body)
-            .ok()
-            .and_then(|v| v.get("errorType").and_then(Value::as_str).map(str::to_owned));
+        let from_body = serde_json::from_str::<Value>(&body).ok().and_then(|v| {
+            v.get("errorType")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
         let error_type = req
             .header("lambda-runtime-function-error-type")
             .map(str::to_owned)
@@ -268,7 +278,11 @@ impl Api {
     fn register(&self, req: &Request) -> Response {
         let name = req.header("lambda-extension-name").unwrap_or("").to_owned();
         if name.is_empty() {
-            return Response::error(403, "Extension.InvalidExtensionName", "Empty extension name");
+            return Response::error(
+                403,
+                "Extension.InvalidExtensionName",
+                "Empty extension name",
+            );
         }
         let events: Vec<String> = match serde_json::from_slice::<Value>(&req.body) {
             Ok(v) => {
@@ -286,7 +300,11 @@ impl Api {
                     None | Some(Value::Null) => Vec::new(),
                     Some(Value::Array(a)) => a
                         .iter()
-                        .map(|e| e.as_str().map(str::to_owned).unwrap_or_else(|| e.to_string()))
+                        .map(|e| {
+                            e.as_str()
+                                .map(str::to_owned)
+                                .unwrap_or_else(|| e.to_string())
+                        })
                         .collect(),
                     Some(_) => {
                         return Response::error(
@@ -441,25 +459,26 @@ impl Api {
             ext.last_next_at = Some(now);
             let name = ext.name.clone();
             let mut fields = json!({"name": name, "count": ext.next_count});
-            if let Some(cur) = current.as_mut() {
-                if let Some(slot) = cur
+            if let Some(cur) = current.as_mut()
+                && let Some(slot) = cur
                     .ext_next
                     .iter_mut()
                     .find(|(n, at)| *n == name && at.is_none())
-                {
-                    slot.1 = Some(now);
-                    fields["requestId"] = json!(cur.request_id);
-                    if let Some(done) = cur.runtime_done_at {
-                        fields["afterRuntimeDoneMs"] =
-                            json!(now.saturating_duration_since(done).as_secs_f64() * 1000.0);
-                    }
+            {
+                slot.1 = Some(now);
+                fields["requestId"] = json!(cur.request_id);
+                if let Some(done) = cur.runtime_done_at {
+                    fields["afterRuntimeDoneMs"] =
+                        json!(now.saturating_duration_since(done).as_secs_f64() * 1000.0);
                 }
             }
             let mailbox = ext.mailbox.clone();
             env.current = current;
             (mailbox, name, fields)
         };
-        self.shared.timeline.record_at(now, "extension.next", fields);
+        self.shared
+            .timeline
+            .record_at(now, "extension.next", fields);
         self.shared.bump();
         let ev = mailbox.recv().await;
         self.rec(

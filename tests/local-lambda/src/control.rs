@@ -106,10 +106,17 @@ mod tests {
 
     #[test]
     fn parses_invoke_bodies() {
-        let r = parse_invoke(br#"{"payload": {"a": 1}, "traceHeader": "Root=1-5759e988-bd862e3fe1be46a994272793"}"#).unwrap();
+        let r = parse_invoke(
+            br#"{"payload": {"a": 1}, "traceHeader": "Root=1-5759e988-bd862e3fe1be46a994272793"}"#,
+        )
+        .unwrap();
         assert_eq!(r.payload, br#"{"a":1}"#);
-        assert_eq!(r.trace_header.as_deref(), Some("Root=1-5759e988-bd862e3fe1be46a994272793"));
-        let r = parse_invoke(br#"{"payloadText": "raw", "clientContext": {"custom": {"k": "v"}}}"#).unwrap();
+        assert_eq!(
+            r.trace_header.as_deref(),
+            Some("Root=1-5759e988-bd862e3fe1be46a994272793")
+        );
+        let r = parse_invoke(br#"{"payloadText": "raw", "clientContext": {"custom": {"k": "v"}}}"#)
+            .unwrap();
         assert_eq!(r.payload, b"raw");
         assert_eq!(r.client_context.as_deref(), Some(r#"{"custom":{"k":"v"}}"#));
         assert_eq!(parse_invoke(b"").unwrap().payload, b"{}");

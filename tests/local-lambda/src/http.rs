@@ -243,11 +243,7 @@ fn wants_keep_alive(req: &Request) -> bool {
 }
 
 /// Read bytes into `buf` until it holds at least `n` more bytes than `start`.
-async fn fill(
-    stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    want_len: usize,
-) -> Result<(), HttpError> {
+async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>, want_len: usize) -> Result<(), HttpError> {
     while buf.len() < want_len {
         read_more(stream, buf).await?;
     }
@@ -327,7 +323,8 @@ async fn read_request(
     if get("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
         stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
     }
-    let chunked = get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let chunked =
+        get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
     let mut body = Vec::new();
     let mut trailers = Vec::new();
     let mut first_byte_at = None;
@@ -452,7 +449,11 @@ async fn request_inner(
         out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
     }
     out.extend_from_slice(
-        format!("Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes(),
+        format!(
+            "Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
     );
     out.extend_from_slice(body);
     stream.write_all(&out).await?;

@@ -100,11 +100,7 @@ pub fn invocation_trace(given: Option<&str>, active: bool, now_secs: u64) -> Inv
             }
         }
         (false, None) => InvocationTrace {
-            header: format!(
-                "Root={};Parent={};Sampled=0",
-                trace_id(now_secs),
-                span_id()
-            ),
+            header: format!("Root={};Parent={};Sampled=0", trace_id(now_secs), span_id()),
             sampled: false,
         },
     }
@@ -115,7 +111,9 @@ mod tests {
     use super::*;
 
     fn is_hex(s: &str, n: usize) -> bool {
-        s.len() == n && s.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        s.len() == n
+            && s.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
     }
 
     #[test]
@@ -129,13 +127,18 @@ mod tests {
     #[test]
     fn active_tracing_samples_and_keeps_given_root() {
         let t = invocation_trace(
-            Some("Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1;Lineage=a:0"),
+            Some(
+                "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1;Lineage=a:0",
+            ),
             true,
             1,
         );
         assert!(t.sampled);
         let f = parse_trace_header(&t.header);
-        assert_eq!(field(&f, "Root"), Some("1-5759e988-bd862e3fe1be46a994272793"));
+        assert_eq!(
+            field(&f, "Root"),
+            Some("1-5759e988-bd862e3fe1be46a994272793")
+        );
         assert_ne!(field(&f, "Parent"), Some("53995c3f42cd8ad8"));
         assert!(is_hex(field(&f, "Parent").unwrap(), 16));
         assert_eq!(field(&f, "Sampled"), Some("1"));
@@ -146,7 +149,11 @@ mod tests {
         assert!(none.header.starts_with("Root=1-00000010-"));
         assert!(none.header.ends_with(";Sampled=1"));
 
-        let not_sampled = invocation_trace(Some("Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=0"), true, 1);
+        let not_sampled = invocation_trace(
+            Some("Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=0"),
+            true,
+            1,
+        );
         assert!(!not_sampled.sampled);
     }
 

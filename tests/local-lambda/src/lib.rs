@@ -116,13 +116,13 @@ impl LocalLambda {
         if cfg.runtime_cmd.is_empty() {
             return Err(Error::Config("runtime_cmd is empty".into()));
         }
-        if let Some(layer) = &cfg.layer_dir {
-            if !layer.is_dir() {
-                return Err(Error::Config(format!(
-                    "layer directory {} does not exist",
-                    layer.display()
-                )));
-            }
+        if let Some(layer) = &cfg.layer_dir
+            && !layer.is_dir()
+        {
+            return Err(Error::Config(format!(
+                "layer directory {} does not exist",
+                layer.display()
+            )));
         }
         let log_dir = match &cfg.log_dir {
             Some(d) => d.clone(),

@@ -45,8 +45,7 @@ fn lambda_env(shared: &Shared, log_stream: &str) -> Vec<(String, String)> {
     } else {
         // Only what a process needs to find its interpreter on this machine.
         env.extend(
-            std::env::vars()
-                .filter(|(k, _)| k == "PATH" || k == "HOME" || k.starts_with("PYENV")),
+            std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME" || k.starts_with("PYENV")),
         );
     }
     let task_root = cfg
@@ -61,8 +60,14 @@ fn lambda_env(shared: &Shared, log_stream: &str) -> Vec<(String, String)> {
         (s("AWS_REGION"), cfg.region.clone()),
         (s("AWS_DEFAULT_REGION"), cfg.region.clone()),
         (s("AWS_LAMBDA_FUNCTION_NAME"), cfg.function_name.clone()),
-        (s("AWS_LAMBDA_FUNCTION_VERSION"), cfg.function_version.clone()),
-        (s("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"), cfg.memory_mb.to_string()),
+        (
+            s("AWS_LAMBDA_FUNCTION_VERSION"),
+            cfg.function_version.clone(),
+        ),
+        (
+            s("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"),
+            cfg.memory_mb.to_string(),
+        ),
         (
             s("AWS_LAMBDA_LOG_GROUP_NAME"),
             format!("/aws/lambda/{}", cfg.function_name),
@@ -74,7 +79,10 @@ fn lambda_env(shared: &Shared, log_stream: &str) -> Vec<(String, String)> {
             s("AWS_SECRET_ACCESS_KEY"),
             s("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
         ),
-        (s("AWS_SESSION_TOKEN"), s("local-lambda-dummy-session-token")),
+        (
+            s("AWS_SESSION_TOKEN"),
+            s("local-lambda-dummy-session-token"),
+        ),
         (s("AWS_XRAY_CONTEXT_MISSING"), s("LOG_ERROR")),
         (
             s("LAMBDA_TASK_ROOT"),
@@ -102,12 +110,12 @@ fn lambda_env(shared: &Shared, log_stream: &str) -> Vec<(String, String)> {
 /// External extensions: every executable in `<layer>/extensions/` (by name), then the extra ones.
 pub fn discover_extensions(cfg: &crate::Config) -> Vec<(String, PathBuf)> {
     let mut found = Vec::new();
-    if let Some(layer) = &cfg.layer_dir {
-        if let Ok(rd) = std::fs::read_dir(layer.join("extensions")) {
-            let mut paths: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-            paths.sort();
-            found.extend(paths.into_iter().filter(|p| process::is_executable(p)));
-        }
+    if let Some(layer) = &cfg.layer_dir
+        && let Ok(rd) = std::fs::read_dir(layer.join("extensions"))
+    {
+        let mut paths: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        found.extend(paths.into_iter().filter(|p| process::is_executable(p)));
     }
     found.extend(cfg.extra_extensions.iter().cloned());
     found
@@ -457,11 +465,21 @@ async fn init_steps(
 
     // 2. Runtime init: start the runtime (through AWS_LAMBDA_EXEC_WRAPPER when set).
     let mut argv = Vec::new();
-    if let Some(wrapper) = cfg.env_var("AWS_LAMBDA_EXEC_WRAPPER").filter(|w| !w.is_empty()) {
+    if let Some(wrapper) = cfg
+        .env_var("AWS_LAMBDA_EXEC_WRAPPER")
+        .filter(|w| !w.is_empty())
+    {
         argv.push(wrapper.to_owned());
     }
     argv.extend(cfg.runtime_cmd.iter().cloned());
-    match start_process(shared, generation, Role::Runtime, "runtime", &argv, base_env) {
+    match start_process(
+        shared,
+        generation,
+        Role::Runtime,
+        "runtime",
+        &argv,
+        base_env,
+    ) {
         Ok(pid) => {
             let mut st = shared.lock();
             if let Some(env) = st.env.as_mut() {
@@ -504,7 +522,7 @@ async fn init_steps(
                     .iter()
                     .filter(|e| e.registered())
                     .all(|e| e.ready))
-                .then_some(InitWait::Ok)
+            .then_some(InitWait::Ok)
         })
         .await;
     match ready {
@@ -855,7 +873,8 @@ pub async fn invoke(shared: &Arc<Shared>, req: InvokeRequest) -> InvokeResult {
     if let Some(i) = init_ms {
         metrics["initDurationMs"] = json!(round2(i));
     }
-    let mut report = json!({"requestId": request_id, "status": report_status.as_str(), "metrics": metrics});
+    let mut report =
+        json!({"requestId": request_id, "status": report_status.as_str(), "metrics": metrics});
     if let Some(t) = &report_error_type {
         report["errorType"] = json!(t);
     }
@@ -1000,18 +1019,16 @@ fn exit_report(p: Option<&Proc>, t0: Instant) -> ProcessExit {
 fn kill_marked(shared: &Shared, runtime: bool, ext_names: &[String]) {
     let mut st = shared.lock();
     let Some(env) = st.env.as_mut() else { return };
-    if runtime {
-        if let Some(r) = env.runtime.as_mut().filter(|r| r.alive()) {
-            r.killed = true;
-            process::signal_group(r.pid, Signal::SIGKILL);
-        }
+    if runtime && let Some(r) = env.runtime.as_mut().filter(|r| r.alive()) {
+        r.killed = true;
+        process::signal_group(r.pid, Signal::SIGKILL);
     }
     for e in env.extensions.iter_mut() {
-        if ext_names.contains(&e.name) {
-            if let Some(p) = e.proc.as_mut().filter(|p| p.alive()) {
-                p.killed = true;
-                process::signal_group(p.pid, Signal::SIGKILL);
-            }
+        if ext_names.contains(&e.name)
+            && let Some(p) = e.proc.as_mut().filter(|p| p.alive())
+        {
+            p.killed = true;
+            process::signal_group(p.pid, Signal::SIGKILL);
         }
     }
 }
@@ -1036,11 +1053,7 @@ pub async fn shut_down_environment(shared: &Arc<Shared>, reason: &str) -> Shutdo
         let mut st = shared.lock();
         st.env.as_mut().map(|env| {
             env.phase = Phase::Shutdown;
-            let runtime = env
-                .runtime
-                .as_ref()
-                .filter(|r| r.alive())
-                .map(|r| r.pid);
+            let runtime = env.runtime.as_ref().filter(|r| r.alive()).map(|r| r.pid);
             let has_external = env.extensions.iter().any(|e| e.external && e.registered());
             (runtime, has_external, env.generation)
         })
@@ -1127,7 +1140,11 @@ pub async fn shut_down_environment(shared: &Arc<Shared>, reason: &str) -> Shutdo
                 .then_some(())
         })
     };
-    if shared.wait_until(Some(deadline), all_exited).await.is_none() {
+    if shared
+        .wait_until(Some(deadline), all_exited)
+        .await
+        .is_none()
+    {
         let stuck: Vec<String> = shared
             .lock()
             .env

@@ -38,7 +38,11 @@ impl Role {
 }
 
 /// Start `argv` with exactly `env` (plus nothing inherited), in its own process group.
-pub fn spawn(argv: &[String], env: &[(String, String)], cwd: Option<&Path>) -> std::io::Result<Child> {
+pub fn spawn(
+    argv: &[String],
+    env: &[(String, String)],
+    cwd: Option<&Path>,
+) -> std::io::Result<Child> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
@@ -100,7 +104,10 @@ pub fn capture<R: AsyncRead + Unpin + Send + 'static>(
                     eprintln!("[{} {}] {}", role.as_str(), name, text);
                 }
             }
-            hub.emit(role.telemetry_type(), serde_json::Value::String(text.to_owned()));
+            hub.emit(
+                role.telemetry_type(),
+                serde_json::Value::String(text.to_owned()),
+            );
         }
     });
 }

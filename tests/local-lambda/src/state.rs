@@ -22,6 +22,12 @@ pub struct Mailbox<T> {
     pub rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<T>>>,
 }
 
+impl<T> Default for Mailbox<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<T> Mailbox<T> {
     pub fn new() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -287,7 +293,10 @@ impl Shared {
             }
             match deadline {
                 Some(d) => {
-                    if tokio::time::timeout_at(d.into(), rx.changed()).await.is_err() {
+                    if tokio::time::timeout_at(d.into(), rx.changed())
+                        .await
+                        .is_err()
+                    {
                         return f(&mut self.lock());
                     }
                 }

@@ -78,9 +78,14 @@ fn range(
 
 /// Validate a Subscribe API body as Lambda does; the error message lists every problem,
 /// separated by `; `.
-pub fn validate_subscription(body: &[u8], allowed_hosts: &[String]) -> Result<Subscription, String> {
+pub fn validate_subscription(
+    body: &[u8],
+    allowed_hosts: &[String],
+) -> Result<Subscription, String> {
     let v: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
-    let obj = v.as_object().ok_or("request body should be a JSON object")?;
+    let obj = v
+        .as_object()
+        .ok_or("request body should be a JSON object")?;
     let mut errors = Vec::new();
 
     let schema_version = match obj.get("schemaVersion").and_then(Value::as_str) {
@@ -501,15 +506,23 @@ mod tests {
     #[test]
     fn rejects_what_lambda_rejects() {
         let bad = |body: &str| validate_subscription(body.as_bytes(), &hosts()).unwrap_err();
-        let e = bad(r#"{"schemaVersion":"2021-01-01","types":[],"destination":{"protocol":"HTTP","URI":"http://sandbox.localdomain"}}"#);
+        let e = bad(
+            r#"{"schemaVersion":"2021-01-01","types":[],"destination":{"protocol":"HTTP","URI":"http://sandbox.localdomain"}}"#,
+        );
         assert!(e.contains("schemaVersion"), "{e}");
         assert!(e.contains("types should not be empty"), "{e}");
         assert!(e.contains("URI port is not provided"), "{e}");
-        let e = bad(r#"{"schemaVersion":"2022-12-13","types":["platform"],"destination":{"protocol":"HTTP","URI":"http://sandbox.localdomain:9001"}}"#);
+        let e = bad(
+            r#"{"schemaVersion":"2022-12-13","types":["platform"],"destination":{"protocol":"HTTP","URI":"http://sandbox.localdomain:9001"}}"#,
+        );
         assert!(e.contains("9001"), "{e}");
-        let e = bad(r#"{"schemaVersion":"2022-12-13","types":["platform"],"destination":{"protocol":"HTTP","URI":"http://example.com:8080"}}"#);
+        let e = bad(
+            r#"{"schemaVersion":"2022-12-13","types":["platform"],"destination":{"protocol":"HTTP","URI":"http://example.com:8080"}}"#,
+        );
         assert!(e.contains("not allowed"), "{e}");
-        let e = bad(r#"{"schemaVersion":"2022-12-13","types":["logs"],"buffering":{"maxItems":10,"maxBytes":1,"timeoutMs":5},"destination":{"protocol":"UDP","URI":"http://sandbox:8080"}}"#);
+        let e = bad(
+            r#"{"schemaVersion":"2022-12-13","types":["logs"],"buffering":{"maxItems":10,"maxBytes":1,"timeoutMs":5},"destination":{"protocol":"UDP","URI":"http://sandbox:8080"}}"#,
+        );
         for part in ["types", "maxItems", "maxBytes", "timeoutMs", "protocol"] {
             assert!(e.contains(part), "{part} missing in {e}");
         }
@@ -519,7 +532,13 @@ mod tests {
     fn categories() {
         assert_eq!(category("platform.start"), "platform");
         assert_eq!(category("function"), "function");
-        assert!(matches(&["extension".into()], &json!({"type": "extension"})));
-        assert!(!matches(&["function".into()], &json!({"type": "platform.report"})));
+        assert!(matches(
+            &["extension".into()],
+            &json!({"type": "extension"})
+        ));
+        assert!(!matches(
+            &["function".into()],
+            &json!({"type": "platform.report"})
+        ));
     }
 }

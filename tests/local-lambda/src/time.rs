@@ -27,7 +27,11 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    (y, u32::try_from(m).unwrap_or(1), u32::try_from(d).unwrap_or(1))
+    (
+        y,
+        u32::try_from(m).unwrap_or(1),
+        u32::try_from(d).unwrap_or(1),
+    )
 }
 
 struct Parts {
@@ -81,7 +85,9 @@ pub fn http_date_now() -> String {
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
     let p = parts(now_epoch_ms());
-    let wd = DAYS.get(usize::try_from(p.weekday).unwrap_or(0)).unwrap_or(&"Thu");
+    let wd = DAYS
+        .get(usize::try_from(p.weekday).unwrap_or(0))
+        .unwrap_or(&"Thu");
     let mon = MONTHS
         .get(usize::try_from(p.month.saturating_sub(1)).unwrap_or(0))
         .unwrap_or(&"Jan");

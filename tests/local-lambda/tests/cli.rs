@@ -1,5 +1,8 @@
 //! The `local-lambda` binary and its control API, as the Python suite and `make demo` use it.
 
+// Test helpers outside #[test] functions may panic too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::{BufRead, BufReader};
@@ -17,10 +20,24 @@ async fn control_api_invoke_timeline_shutdown() {
     layer.extension("ext");
     let mut child = Command::new(env!("CARGO_BIN_EXE_local-lambda"))
         .args(["--layer", layer.dir.to_str().unwrap()])
-        .args(["--function-name", "cli-fn", "--timeout-ms", "2000", "--memory-mb", "512"])
-        .args(["--env", &format!("RUNTIME_LOG={}", layer.runtime_log().display())])
+        .args([
+            "--function-name",
+            "cli-fn",
+            "--timeout-ms",
+            "2000",
+            "--memory-mb",
+            "512",
+        ])
+        .args([
+            "--env",
+            &format!("RUNTIME_LOG={}", layer.runtime_log().display()),
+        ])
         .args(["--env", &format!("EXT_LOG_DIR={}", layer.out().display())])
-        .args(["--log-dir", layer.dir.join("logs").to_str().unwrap(), "--active-tracing"])
+        .args([
+            "--log-dir",
+            layer.dir.join("logs").to_str().unwrap(),
+            "--active-tracing",
+        ])
         .arg("--")
         .arg(common::python())
         .arg(common::fixtures().join("runtime.py"))
@@ -45,9 +62,16 @@ async fn control_api_invoke_timeline_shutdown() {
     assert!(api.ip().is_loopback());
     let t = Duration::from_secs(10);
     let call = |method: &'static str, path: &'static str, body: Value| async move {
-        let r = request(control, method, path, &[("Content-Type", "application/json")], body.to_string().as_bytes(), t)
-            .await
-            .unwrap();
+        let r = request(
+            control,
+            method,
+            path,
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+            t,
+        )
+        .await
+        .unwrap();
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         serde_json::from_slice::<Value>(&r.body).unwrap()
     };
@@ -57,19 +81,32 @@ async fn control_api_invoke_timeline_shutdown() {
     assert_eq!(health["pids"].as_array().unwrap().len(), 2);
 
     let given = "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1";
-    let r = call("POST", "/invoke", json!({"payload": {"q": 1}, "traceHeader": given})).await;
+    let r = call(
+        "POST",
+        "/invoke",
+        json!({"payload": {"q": 1}, "traceHeader": given}),
+    )
+    .await;
     assert_eq!(r["status"], "success");
     assert_eq!(r["response"]["echo"], json!({"q": 1}));
     assert_eq!(r["coldStart"], true);
     // Active tracing keeps the caller's Root, sets a new Parent, samples.
     let th = r["traceHeader"].as_str().unwrap();
-    assert!(th.starts_with("Root=1-5759e988-bd862e3fe1be46a994272793;Parent=") && th.ends_with(";Sampled=1"));
+    assert!(
+        th.starts_with("Root=1-5759e988-bd862e3fe1be46a994272793;Parent=")
+            && th.ends_with(";Sampled=1")
+    );
     let timings = &r["timings"];
     assert!(timings["runtimeMs"].as_f64().unwrap() > 0.0);
     assert_eq!(timings["extensions"][0]["name"], "ext");
     assert!(timings["extensions"][0]["afterRuntimeDoneMs"].is_number());
 
-    let timeout = call("POST", "/invoke", json!({"payload": {"action": "sleep", "seconds": 10}})).await;
+    let timeout = call(
+        "POST",
+        "/invoke",
+        json!({"payload": {"action": "sleep", "seconds": 10}}),
+    )
+    .await;
     assert_eq!(timeout["status"], "timeout");
     assert_eq!(timeout["error"]["errorType"], "Sandbox.Timedout");
     assert_eq!(timeout["reset"], true);
@@ -81,10 +118,24 @@ async fn control_api_invoke_timeline_shutdown() {
         .iter()
         .map(|e| e["kind"].as_str().unwrap())
         .collect();
-    for k in ["sandbox.start", "extension.register", "runtime.next", "invoke.start", "runtimeDone", "extension.next", "invoke.end", "shutdown.start"] {
+    for k in [
+        "sandbox.start",
+        "extension.register",
+        "runtime.next",
+        "invoke.start",
+        "runtimeDone",
+        "extension.next",
+        "invoke.end",
+        "shutdown.start",
+    ] {
         assert!(kinds.contains(&k), "{k} missing: {kinds:?}");
     }
-    let ats: Vec<f64> = timeline["events"].as_array().unwrap().iter().map(|e| e["atMs"].as_f64().unwrap()).collect();
+    let ats: Vec<f64> = timeline["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["atMs"].as_f64().unwrap())
+        .collect();
     assert!(ats.windows(2).all(|w| w[0] <= w[1]));
     let resets = call("GET", "/resets", json!(null)).await;
     assert_eq!(resets[0]["reason"], "timeout");
@@ -121,7 +172,9 @@ fn bad_arguments_fail_clearly() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown argument"));
-    let out = Command::new(env!("CARGO_BIN_EXE_local-lambda")).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_local-lambda"))
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no runtime command"));
 }

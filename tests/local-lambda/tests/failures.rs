@@ -1,5 +1,8 @@
 //! Timeouts, crashes, init failures, the shutdown deadline, and freezing.
 
+// Test helpers outside #[test] functions may panic too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;
@@ -26,20 +29,34 @@ async fn timeout_resets_the_environment() {
     let ll = LocalLambda::start(cfg).await.unwrap();
     let first_pids = ll.pids();
     let r = ll
-        .invoke(InvokeRequest::json(&json!({"action": "sleep", "seconds": 30})))
+        .invoke(InvokeRequest::json(
+            &json!({"action": "sleep", "seconds": 30}),
+        ))
         .await
         .unwrap();
     assert_eq!(r.status, InvokeStatus::Timeout);
     let e = r.error.as_ref().unwrap();
     assert_eq!(e.error_type, "Sandbox.Timedout");
-    assert!(e.error_message.ends_with(&format!("{} Task timed out after 0.80 seconds", r.request_id)), "{e:?}");
+    assert!(
+        e.error_message.ends_with(&format!(
+            "{} Task timed out after 0.80 seconds",
+            r.request_id
+        )),
+        "{e:?}"
+    );
     assert!(r.reset);
     assert!(r.timings.duration_ms >= 790.0);
 
     let emitted = ll.telemetry_emitted();
-    let rd = emitted.iter().find(|e| e["type"] == "platform.runtimeDone").unwrap();
+    let rd = emitted
+        .iter()
+        .find(|e| e["type"] == "platform.runtimeDone")
+        .unwrap();
     assert_eq!(rd["record"]["status"], "timeout");
-    let report = emitted.iter().find(|e| e["type"] == "platform.report").unwrap();
+    let report = emitted
+        .iter()
+        .find(|e| e["type"] == "platform.report")
+        .unwrap();
     assert_eq!(report["record"]["status"], "timeout");
 
     // Reset: runtime killed first, then SHUTDOWN(timeout) to the extension, which exits.
@@ -67,7 +84,10 @@ async fn timeout_resets_the_environment() {
     assert!(rt_exit.at_ms <= ext_shutdown.at_ms);
 
     // The next invoke initialises a new environment: new processes, cold start.
-    let r2 = ll.invoke(InvokeRequest::json(&json!({"n": 2}))).await.unwrap();
+    let r2 = ll
+        .invoke(InvokeRequest::json(&json!({"n": 2})))
+        .await
+        .unwrap();
     assert_eq!(r2.status, InvokeStatus::Success, "{r2:?}");
     assert!(r2.cold_start && r2.timings.init_ms.is_some());
     let new_pids = ll.pids();
@@ -98,7 +118,10 @@ async fn runtime_crash_is_a_failure_and_resets() {
         .unwrap();
     assert_eq!(rd["record"]["status"], "failure");
     assert_eq!(rd["record"]["errorType"], "Runtime.ExitError");
-    assert_eq!(shutdown_events(&layer, "ext")[0]["shutdownReason"], "failure");
+    assert_eq!(
+        shutdown_events(&layer, "ext")[0]["shutdownReason"],
+        "failure"
+    );
     let ok = ll.invoke(InvokeRequest::json(&json!({}))).await.unwrap();
     assert_eq!(ok.status, InvokeStatus::Success);
     assert!(ok.cold_start);
@@ -110,7 +133,8 @@ async fn extension_crash_during_invoke_is_a_failure() {
     let layer = Layer::new();
     layer.extension("fragile");
     let mut cfg = layer.config();
-    cfg.env.push(("FRAGILE_EXT_CRASH_ON_INVOKE".into(), "1".into()));
+    cfg.env
+        .push(("FRAGILE_EXT_CRASH_ON_INVOKE".into(), "1".into()));
     let ll = LocalLambda::start(cfg).await.unwrap();
     let r = ll.invoke(InvokeRequest::json(&json!({}))).await.unwrap();
     assert!(r.reset);
@@ -130,7 +154,8 @@ async fn init_failures() {
     let layer = Layer::new();
     layer.extension("quitter");
     let mut cfg = layer.config();
-    cfg.env.push(("QUITTER_EXT_EXIT_BEFORE_REGISTER".into(), "1".into()));
+    cfg.env
+        .push(("QUITTER_EXT_EXIT_BEFORE_REGISTER".into(), "1".into()));
     let ll = LocalLambda::start(cfg).await.unwrap();
     match ll.init_outcome() {
         Some(InitOutcome::Failed { error_type, .. }) => assert_eq!(error_type, "Extension.Crash"),
@@ -153,7 +178,9 @@ async fn init_failures() {
     cfg.env.push(("RUNTIME_INIT_ERROR".into(), "1".into()));
     let ll = LocalLambda::start(cfg).await.unwrap();
     match ll.init_outcome() {
-        Some(InitOutcome::Failed { error_type, status, .. }) => {
+        Some(InitOutcome::Failed {
+            error_type, status, ..
+        }) => {
             assert_eq!(error_type, "Runtime.TestInit");
             assert_eq!(*status, InvokeStatus::Error);
         }
@@ -173,10 +200,13 @@ async fn init_failures() {
     layer.extension("sleepy");
     let mut cfg = layer.config();
     cfg.init_timeout = Duration::from_millis(500);
-    cfg.env.push(("SLEEPY_EXT_REGISTER_DELAY_MS".into(), "60000".into()));
+    cfg.env
+        .push(("SLEEPY_EXT_REGISTER_DELAY_MS".into(), "60000".into()));
     let ll = LocalLambda::start(cfg).await.unwrap();
     match ll.init_outcome() {
-        Some(InitOutcome::Failed { error_type, status, .. }) => {
+        Some(InitOutcome::Failed {
+            error_type, status, ..
+        }) => {
             assert_eq!(error_type, "Sandbox.Timedout");
             assert_eq!(*status, InvokeStatus::Timeout);
         }
@@ -188,17 +218,25 @@ async fn init_failures() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_sigkills_a_stuck_extension_at_the_deadline() {
     let layer = Layer::new();
-    layer.extension("stuck").extension("tidy").extension("invoke-only");
+    layer
+        .extension("stuck")
+        .extension("tidy")
+        .extension("invoke-only");
     let mut cfg = layer.config();
-    cfg.env.push(("STUCK_EXT_SHUTDOWN_MODE".into(), "hang".into()));
-    cfg.env.push(("INVOKE_ONLY_EXT_EVENTS".into(), "INVOKE".into()));
+    cfg.env
+        .push(("STUCK_EXT_SHUTDOWN_MODE".into(), "hang".into()));
+    cfg.env
+        .push(("INVOKE_ONLY_EXT_EVENTS".into(), "INVOKE".into()));
     let ll = LocalLambda::start(cfg).await.unwrap();
     ll.invoke(InvokeRequest::json(&json!({}))).await.unwrap();
     let report = ll.shutdown().await.unwrap();
     let get = |n: &str| report.extensions.iter().find(|e| e.name == n).unwrap();
     let stuck = get("stuck");
     assert!(stuck.received_shutdown);
-    assert!(stuck.exit.killed && stuck.exit.signal == Some(9), "{stuck:?}");
+    assert!(
+        stuck.exit.killed && stuck.exit.signal == Some(9),
+        "{stuck:?}"
+    );
     let after = stuck.exit.exited_after_ms.unwrap();
     assert!((1950.0..4000.0).contains(&after), "{after}");
     let tidy = get("tidy");
@@ -216,7 +254,13 @@ async fn shutdown_sigkills_a_stuck_extension_at_the_deadline() {
 fn proc_state(pid: i32) -> char {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     // "pid (comm) S ..."
-    stat.rsplit(')').next().unwrap().trim().chars().next().unwrap()
+    stat.rsplit(')')
+        .next()
+        .unwrap()
+        .trim()
+        .chars()
+        .next()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,7 +296,12 @@ async fn freeze_stops_the_sandbox_between_invocations() {
     assert_eq!(r2.status, InvokeStatus::Success);
     assert!(!r2.cold_start);
     assert!(ll.events("thaw").len() == 1 && ll.events("freeze").len() == 2);
-    assert!(eventually(Duration::from_secs(3), || has_report(&r1.request_id).then_some(())).await.is_some());
+    assert!(
+        eventually(Duration::from_secs(3), || has_report(&r1.request_id)
+            .then_some(()))
+        .await
+        .is_some()
+    );
     let report = ll.shutdown().await.unwrap();
     assert_eq!(report.extensions[0].exit.exit_code, Some(0));
 }

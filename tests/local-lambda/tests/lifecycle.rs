@@ -1,5 +1,8 @@
 //! The lifecycle against real processes: the Python test runtime and extensions.
 
+// Test helpers outside #[test] functions may panic too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;
@@ -16,10 +19,16 @@ async fn init_invoke_and_shutdown_as_lambda_does() {
     cfg.function_name = "fn-under-test".into();
     cfg.env.push(("USER_VAR".into(), "user-value".into()));
     // beta registers late: the runtime must still start only after it.
-    cfg.env.push(("BETA_EXT_REGISTER_DELAY_MS".into(), "300".into()));
-    cfg.env.push(("ALPHA_EXT_ACCEPT_ACCOUNT_ID".into(), "1".into()));
+    cfg.env
+        .push(("BETA_EXT_REGISTER_DELAY_MS".into(), "300".into()));
+    cfg.env
+        .push(("ALPHA_EXT_ACCEPT_ACCOUNT_ID".into(), "1".into()));
     let ll = LocalLambda::start(cfg).await.unwrap();
-    assert!(matches!(ll.init_outcome(), Some(InitOutcome::Ready(_))), "{:?}", ll.init_outcome());
+    assert!(
+        matches!(ll.init_outcome(), Some(InitOutcome::Ready(_))),
+        "{:?}",
+        ll.init_outcome()
+    );
 
     // Registration before runtime start.
     let registers = ll.events("extension.register");
@@ -30,7 +39,10 @@ async fn init_invoke_and_shutdown_as_lambda_does() {
         .find(|e| e.str("role") == Some("runtime"))
         .unwrap();
     for r in &registers {
-        assert!(r.at_ms < runtime_start.at_ms, "{r:?} after {runtime_start:?}");
+        assert!(
+            r.at_ms < runtime_start.at_ms,
+            "{r:?} after {runtime_start:?}"
+        );
     }
     // Register responses: identifier, function metadata, accountId only when asked.
     let alpha_reg = &layer.records_of("alpha", "registered")[0];
@@ -66,7 +78,10 @@ async fn init_invoke_and_shutdown_as_lambda_does() {
     // PassThrough tracing without a caller header: Root, Parent, Sampled=0.
     let trace = resp["traceId"].as_str().unwrap();
     assert_eq!(trace, r.trace_header);
-    assert!(trace.starts_with("Root=1-") && trace.ends_with(";Sampled=0"), "{trace}");
+    assert!(
+        trace.starts_with("Root=1-") && trace.ends_with(";Sampled=0"),
+        "{trace}"
+    );
 
     let ev = &layer.records_of("runtime", "event")[0];
     let h = &ev["headers"];
@@ -75,10 +90,20 @@ async fn init_invoke_and_shutdown_as_lambda_does() {
         h["Lambda-Runtime-Invoked-Function-Arn"],
         "arn:aws:lambda:us-east-1:123456789012:function:fn-under-test"
     );
-    assert_eq!(h["Lambda-Runtime-Client-Context"], r#"{"custom":{"k":"v"}}"#);
+    assert_eq!(
+        h["Lambda-Runtime-Client-Context"],
+        r#"{"custom":{"k":"v"}}"#
+    );
     assert!(h.get("Lambda-Runtime-Cognito-Identity").is_none());
-    let deadline: u64 = h["Lambda-Runtime-Deadline-Ms"].as_str().unwrap().parse().unwrap();
-    assert!(deadline >= before + 3000 && deadline <= now_epoch_ms() + 3000, "{deadline}");
+    let deadline: u64 = h["Lambda-Runtime-Deadline-Ms"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        deadline >= before + 3000 && deadline <= now_epoch_ms() + 3000,
+        "{deadline}"
+    );
 
     // Both extensions got the same INVOKE, shaped as the Extensions API says.
     for name in ["alpha", "beta"] {
@@ -95,7 +120,10 @@ async fn init_invoke_and_shutdown_as_lambda_does() {
             e["invokedFunctionArn"],
             "arn:aws:lambda:us-east-1:123456789012:function:fn-under-test"
         );
-        assert_eq!(e["tracing"], json!({"type": "X-Amzn-Trace-Id", "value": trace}));
+        assert_eq!(
+            e["tracing"],
+            json!({"type": "X-Amzn-Trace-Id", "value": trace})
+        );
         assert!(invokes[0]["eventId"].is_string());
     }
 
@@ -156,7 +184,8 @@ async fn invocation_ends_when_every_extension_is_back_in_next() {
     let layer = Layer::new();
     layer.extension("slow").extension("quick");
     let mut cfg = layer.config();
-    cfg.env.push(("SLOW_EXT_POST_INVOKE_SLEEP_MS".into(), "300".into()));
+    cfg.env
+        .push(("SLOW_EXT_POST_INVOKE_SLEEP_MS".into(), "300".into()));
     let ll = LocalLambda::start(cfg).await.unwrap();
     let r = ll.invoke(InvokeRequest::json(&json!({}))).await.unwrap();
     assert_eq!(r.status, InvokeStatus::Success);
@@ -176,7 +205,10 @@ async fn invocation_ends_when_every_extension_is_back_in_next() {
         .filter(|e| e.str("requestId") == Some(r.request_id.as_str()))
         .collect();
     assert_eq!(nexts.len(), 2);
-    let slow_next = nexts.iter().find(|e| e.str("name") == Some("slow")).unwrap();
+    let slow_next = nexts
+        .iter()
+        .find(|e| e.str("name") == Some("slow"))
+        .unwrap();
     assert!(slow_next.fields["afterRuntimeDoneMs"].as_f64().unwrap() >= 250.0);
     ll.shutdown().await.unwrap();
 }
@@ -203,7 +235,10 @@ async fn exec_wrapper_starts_the_runtime() {
     assert_eq!(argv[1..], cfg.runtime_cmd[..]);
     let rt = &layer.records("runtime")[0];
     assert_eq!(rt["wrapped"], "1");
-    assert_eq!(rt["env"]["AWS_LAMBDA_EXEC_WRAPPER"], wrapper.to_string_lossy().as_ref());
+    assert_eq!(
+        rt["env"]["AWS_LAMBDA_EXEC_WRAPPER"],
+        wrapper.to_string_lossy().as_ref()
+    );
     ll.shutdown().await.unwrap();
 }
 
@@ -246,9 +281,16 @@ async fn streamed_responses_and_stream_errors() {
         .await
         .unwrap();
     assert_eq!(r.status, InvokeStatus::Success, "{r:?}");
-    assert_eq!(r.response_json().unwrap(), json!({"part": "one", "done": true}));
+    assert_eq!(
+        r.response_json().unwrap(),
+        json!({"part": "one", "done": true})
+    );
     // Three chunks 50 ms apart: the response took a while after its first byte.
-    assert!(r.timings.response_duration_ms.unwrap() >= 80.0, "{:?}", r.timings);
+    assert!(
+        r.timings.response_duration_ms.unwrap() >= 80.0,
+        "{:?}",
+        r.timings
+    );
     let rd = ll
         .telemetry_emitted()
         .into_iter()

@@ -1,6 +1,9 @@
 //! The Telemetry API against a real subscriber (the Python test extension), and the
 //! Extensions/Runtime APIs' error answers.
 
+// Test helpers outside #[test] functions may panic too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;
@@ -27,7 +30,10 @@ async fn platform_events_are_delivered_with_their_shapes() {
     assert_eq!(sub["status"], 200);
     assert_eq!(sub["body"], "OK");
 
-    let r = ll.invoke(InvokeRequest::json(&json!({"x": 1}))).await.unwrap();
+    let r = ll
+        .invoke(InvokeRequest::json(&json!({"x": 1})))
+        .await
+        .unwrap();
     assert_eq!(r.status, InvokeStatus::Success);
     let rid = r.request_id.clone();
     let events = eventually(Duration::from_secs(5), || {
@@ -79,7 +85,10 @@ async fn platform_events_are_delivered_with_their_shapes() {
 
     // Active tracing: sampled header with a new Parent; tracing on start/runtimeDone/report.
     let trace = r.trace_header.clone();
-    assert!(trace.starts_with("Root=1-") && trace.ends_with(";Sampled=1"), "{trace}");
+    assert!(
+        trace.starts_with("Root=1-") && trace.ends_with(";Sampled=1"),
+        "{trace}"
+    );
     let start = one("platform.start");
     assert_eq!(start["requestId"], rid.as_str());
     assert_eq!(start["version"], "$LATEST");
@@ -115,10 +124,9 @@ async fn platform_events_are_delivered_with_their_shapes() {
     // A warm invocation's report has no initDurationMs.
     let r2 = ll.invoke(InvokeRequest::json(&json!({}))).await.unwrap();
     let report2 = eventually(Duration::from_secs(5), || {
-        layer
-            .telemetry("tele")
-            .into_iter()
-            .find(|e| e["type"] == "platform.report" && e["record"]["requestId"] == r2.request_id.as_str())
+        layer.telemetry("tele").into_iter().find(|e| {
+            e["type"] == "platform.report" && e["record"]["requestId"] == r2.request_id.as_str()
+        })
     })
     .await
     .unwrap();
@@ -132,15 +140,20 @@ async fn subscriptions_lambda_rejects() {
     layer.extension("reserved").extension("outside");
     let mut cfg = layer.config();
     cfg.env.push(("RESERVED_EXT_TELEMETRY".into(), "1".into()));
-    cfg.env.push(("RESERVED_EXT_TELEMETRY_PORT".into(), "9001".into()));
+    cfg.env
+        .push(("RESERVED_EXT_TELEMETRY_PORT".into(), "9001".into()));
     cfg.env.push(("OUTSIDE_EXT_TELEMETRY".into(), "1".into()));
-    cfg.env.push(("OUTSIDE_EXT_TELEMETRY_HOST".into(), "example.com".into()));
+    cfg.env
+        .push(("OUTSIDE_EXT_TELEMETRY_HOST".into(), "example.com".into()));
     let ll = LocalLambda::start(cfg).await.unwrap();
     for (name, needle) in [("reserved", "9001"), ("outside", "example.com")] {
         let s = &layer.records_of(name, "subscribed")[0];
         assert_eq!(s["status"], 400, "{s}");
         assert_eq!(s["body"]["errorType"], "ValidationError");
-        assert!(s["body"]["errorMessage"].as_str().unwrap().contains(needle), "{s}");
+        assert!(
+            s["body"]["errorMessage"].as_str().unwrap().contains(needle),
+            "{s}"
+        );
     }
     assert_eq!(ll.events("telemetry.subscribe_rejected").len(), 2);
     ll.shutdown().await.unwrap();
@@ -163,7 +176,10 @@ async fn delivery_knobs_twice_delayed_and_never() {
             .filter(|e| e["type"] == "platform.report" && e["record"]["requestId"] == rid)
             .count()
     };
-    let n = eventually(Duration::from_secs(5), || (count(&r.request_id) >= 2).then_some(())).await;
+    let n = eventually(Duration::from_secs(5), || {
+        (count(&r.request_id) >= 2).then_some(())
+    })
+    .await;
     assert!(n.is_some());
     assert_eq!(count(&r.request_id), 2);
     ll.shutdown().await.unwrap();
@@ -190,8 +206,13 @@ async fn failed_deliveries_are_retried_a_bounded_number_of_times() {
     let mut cfg = layer.config();
     cfg.env.push(("TELE_EXT_TELEMETRY".into(), "1".into()));
     // A port nothing listens on: every attempt fails.
-    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    cfg.env.push(("TELE_EXT_TELEMETRY_PORT".into(), unused.to_string()));
+    let unused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    cfg.env
+        .push(("TELE_EXT_TELEMETRY_PORT".into(), unused.to_string()));
     cfg.telemetry.max_attempts = 3;
     let ll = LocalLambda::start(cfg).await.unwrap();
     let attempts = eventually(Duration::from_secs(5), || {
@@ -206,12 +227,19 @@ async fn failed_deliveries_are_retried_a_bounded_number_of_times() {
     // Each batch: attempts 1, 2, 3 of the same events, then it is dropped (never re-sent).
     assert_eq!(d.len() % 3, 0, "{d:?}");
     for batch in d.chunks(3) {
-        assert_eq!(batch.iter().map(|x| x.attempt).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(
+            batch.iter().map(|x| x.attempt).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
         assert!(batch.iter().all(|x| !x.ok && x.events == batch[0].events));
     }
     let first_types: Vec<_> = d[0].events.iter().map(|e| e["type"].clone()).collect();
     assert!(first_types.contains(&json!("platform.initStart")));
-    assert!(d[3..].iter().all(|x| !x.events.iter().any(|e| e["type"] == "platform.initStart")));
+    assert!(
+        d[3..]
+            .iter()
+            .all(|x| !x.events.iter().any(|e| e["type"] == "platform.initStart"))
+    );
     drop(ll);
 }
 
@@ -232,21 +260,50 @@ async fn api_errors_as_lambda_returns_them() {
         if !name.is_empty() {
             h.push(("Lambda-Extension-Name", name));
         }
-        request(api, "POST", "/2020-01-01/extension/register", &h, body.as_bytes(), t)
+        request(
+            api,
+            "POST",
+            "/2020-01-01/extension/register",
+            &h,
+            body.as_bytes(),
+            t,
+        )
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        err(reg("", r#"{"events":[]}"#).await),
+        (403, "Extension.InvalidExtensionName".into())
+    );
+    assert_eq!(
+        err(reg("ext", r#"{"events":["INVOKE"]}"#).await),
+        (403, "Extension.InvalidExtensionState".into())
+    );
+    assert_eq!(
+        err(reg("late", r#"{"events":["INVOKE"]}"#).await),
+        (403, "Extension.RegistrationClosed".into())
+    );
+    assert_eq!(
+        err(reg("late", "not json").await),
+        (403, "InvalidRequestFormat".into())
+    );
+
+    let next = |id: Option<&'static str>| async move {
+        let h: Vec<(&str, &str)> = id
+            .map(|i| vec![("Lambda-Extension-Identifier", i)])
+            .unwrap_or_default();
+        request(api, "GET", "/2020-01-01/extension/event/next", &h, b"", t)
             .await
             .unwrap()
     };
-    assert_eq!(err(reg("", r#"{"events":[]}"#).await), (403, "Extension.InvalidExtensionName".into()));
-    assert_eq!(err(reg("ext", r#"{"events":["INVOKE"]}"#).await), (403, "Extension.InvalidExtensionState".into()));
-    assert_eq!(err(reg("late", r#"{"events":["INVOKE"]}"#).await), (403, "Extension.RegistrationClosed".into()));
-    assert_eq!(err(reg("late", "not json").await), (403, "InvalidRequestFormat".into()));
-
-    let next = |id: Option<&'static str>| async move {
-        let h: Vec<(&str, &str)> = id.map(|i| vec![("Lambda-Extension-Identifier", i)]).unwrap_or_default();
-        request(api, "GET", "/2020-01-01/extension/event/next", &h, b"", t).await.unwrap()
-    };
-    assert_eq!(err(next(None).await), (403, "Extension.MissingExtensionIdentifier".into()));
-    assert_eq!(err(next(Some("nope")).await), (403, "Extension.InvalidExtensionIdentifier".into()));
+    assert_eq!(
+        err(next(None).await),
+        (403, "Extension.MissingExtensionIdentifier".into())
+    );
+    assert_eq!(
+        err(next(Some("nope")).await),
+        (403, "Extension.InvalidExtensionIdentifier".into())
+    );
     assert_eq!(
         err(next(Some("6f1d3a8e-0000-4000-8000-000000000000")).await),
         (403, "Extension.UnknownExtensionIdentifier".into())
@@ -262,7 +319,9 @@ async fn api_errors_as_lambda_returns_them() {
     .await
     .unwrap();
     assert_eq!(err(r), (400, "InvalidRequestID".into()));
-    let r = request(api, "PUT", "/2022-07-01/telemetry", &[], b"{}", t).await.unwrap();
+    let r = request(api, "PUT", "/2022-07-01/telemetry", &[], b"{}", t)
+        .await
+        .unwrap();
     assert_eq!(err(r), (403, "Extension.MissingExtensionIdentifier".into()));
     // Responses carry Content-Length and keep the connection usable.
     let r = request(api, "GET", "/nowhere", &[], b"", t).await.unwrap();

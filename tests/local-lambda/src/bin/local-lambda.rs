@@ -42,9 +42,7 @@ fn parse(args: Vec<String>) -> anyhow::Result<(Config, u16)> {
             "--extension-env" => cfg.extension_env.push(kv(&val("--extension-env")?)?),
             "--function-name" => cfg.function_name = val("--function-name")?,
             "--handler" => cfg.handler = val("--handler")?,
-            "--timeout-ms" => {
-                cfg.timeout = Duration::from_millis(val("--timeout-ms")?.parse()?)
-            }
+            "--timeout-ms" => cfg.timeout = Duration::from_millis(val("--timeout-ms")?.parse()?),
             "--init-timeout-ms" => {
                 cfg.init_timeout = Duration::from_millis(val("--init-timeout-ms")?.parse()?)
             }
@@ -114,7 +112,9 @@ async fn main() -> anyhow::Result<()> {
             status,
             error_type,
             message,
-        }) => serde_json::json!({"status": status.as_str(), "errorType": error_type, "message": message}),
+        }) => {
+            serde_json::json!({"status": status.as_str(), "errorType": error_type, "message": message})
+        }
         None => serde_json::Value::Null,
     };
     let line = serde_json::json!({

@@ -1,6 +1,6 @@
 //! Shared helpers: a temporary layer with the Python test extension copied in under any
 //! name, the Python test runtime, and readers for what they logged.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -71,8 +71,14 @@ impl Layer {
                 fixtures().join("runtime.py").to_string_lossy().into_owned(),
             ],
             env: vec![
-                ("RUNTIME_LOG".into(), self.runtime_log().to_string_lossy().into_owned()),
-                ("EXT_LOG_DIR".into(), self.out().to_string_lossy().into_owned()),
+                (
+                    "RUNTIME_LOG".into(),
+                    self.runtime_log().to_string_lossy().into_owned(),
+                ),
+                (
+                    "EXT_LOG_DIR".into(),
+                    self.out().to_string_lossy().into_owned(),
+                ),
             ],
             log_dir: Some(self.dir.join("logs")),
             ..Config::default()
