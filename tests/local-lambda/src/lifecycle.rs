@@ -209,18 +209,28 @@ fn start_process(
 
 // ------------------------------------------------------------------ freeze
 
-/// SIGSTOP every process of the sandbox (Lambda freezes the environment between invocations).
-pub fn freeze(shared: &Shared) {
+/// SIGSTOP every process of the sandbox (Lambda freezes the environment between invocations,
+/// once no event is pending: telemetry deliveries in flight finish first).
+pub async fn freeze(shared: &Shared) {
+    let can_freeze = shared.lock().env.as_ref().is_some_and(|e| !e.frozen);
+    if !can_freeze {
+        return;
+    }
+    shared.hub.freeze(Duration::from_secs(1)).await;
     let pids = {
         let mut st = shared.lock();
-        let Some(env) = st.env.as_mut() else { return };
-        if env.frozen {
-            return;
+        match st.env.as_mut() {
+            Some(env) if !env.frozen => {
+                env.frozen = true;
+                env.pids()
+            }
+            _ => {
+                drop(st);
+                shared.hub.thaw();
+                return;
+            }
         }
-        env.frozen = true;
-        env.pids()
     };
-    shared.hub.set_frozen(true);
     for p in &pids {
         process::signal_group(*p, Signal::SIGSTOP);
     }
@@ -241,7 +251,7 @@ pub fn thaw(shared: &Shared) {
     for p in &pids {
         process::signal_group(*p, Signal::SIGCONT);
     }
-    shared.hub.set_frozen(false);
+    shared.hub.thaw();
     shared.timeline.record("thaw", json!({"pids": pids}));
 }
 
@@ -930,7 +940,7 @@ pub async fn invoke(shared: &Arc<Shared>, req: InvokeRequest) -> InvokeResult {
                     st.env.as_ref().and_then(|e| e.runtime_ready.then_some(()))
                 })
                 .await;
-            freeze(shared);
+            freeze(shared).await;
         }
         false
     };

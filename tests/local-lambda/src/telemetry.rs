@@ -230,11 +230,19 @@ struct Inner {
     subscribers: Vec<Subscriber>,
 }
 
+/// Freeze gate: no delivery starts while frozen, and a freeze waits for deliveries in flight
+/// (Lambda freezes the sandbox when there are no pending events).
+#[derive(Debug, Clone, Copy, Default)]
+struct Gate {
+    frozen: bool,
+    in_flight: usize,
+}
+
 /// Fan-out of telemetry events to subscribers.
 pub struct TelemetryHub {
     inner: Mutex<Inner>,
     knobs: TelemetryKnobs,
-    frozen: watch::Sender<bool>,
+    frozen: watch::Sender<Gate>,
     deliveries: Arc<Mutex<Vec<TelemetryDelivery>>>,
     timeline: Arc<Timeline>,
 }
@@ -260,7 +268,7 @@ fn matches(types: &[String], ev: &Value) -> bool {
 
 impl TelemetryHub {
     pub fn new(knobs: TelemetryKnobs, timeline: Arc<Timeline>) -> Self {
-        let (frozen, _) = watch::channel(false);
+        let (frozen, _) = watch::channel(Gate::default());
         Self {
             inner: Mutex::new(Inner::default()),
             knobs,
@@ -311,9 +319,16 @@ impl TelemetryHub {
         }
     }
 
-    /// Freeze or thaw delivery.
-    pub fn set_frozen(&self, frozen: bool) {
-        self.frozen.send_replace(frozen);
+    /// Stop new deliveries and wait (at most `limit`) for those in flight to finish.
+    pub async fn freeze(&self, limit: Duration) {
+        self.frozen.send_modify(|g| g.frozen = true);
+        let mut rx = self.frozen.subscribe();
+        let _ = tokio::time::timeout(limit, rx.wait_for(|g| g.in_flight == 0)).await;
+    }
+
+    /// Let deliveries go out again.
+    pub fn thaw(&self) {
+        self.frozen.send_modify(|g| g.frozen = false);
     }
 
     /// Every platform event emitted so far.
@@ -339,7 +354,7 @@ impl TelemetryHub {
             path: sub.path.clone(),
             buffering: sub.buffering,
             knobs: self.knobs.clone(),
-            frozen: self.frozen.subscribe(),
+            frozen: self.frozen.clone(),
             deliveries: Arc::clone(&self.deliveries),
             timeline: Arc::clone(&self.timeline),
         };
@@ -363,7 +378,7 @@ struct Delivery {
     path: String,
     buffering: Buffering,
     knobs: TelemetryKnobs,
-    frozen: watch::Receiver<bool>,
+    frozen: watch::Sender<Gate>,
     deliveries: Arc<Mutex<Vec<TelemetryDelivery>>>,
     timeline: Arc<Timeline>,
 }
@@ -438,13 +453,30 @@ impl Delivery {
             });
     }
 
+    /// Wait until the sandbox is thawed and count this attempt as in flight.
+    async fn begin(&self) {
+        let mut rx = self.frozen.subscribe();
+        loop {
+            let began = self.frozen.send_if_modified(|g| {
+                if g.frozen {
+                    false
+                } else {
+                    g.in_flight += 1;
+                    true
+                }
+            });
+            if began {
+                return;
+            }
+            let _ = rx.wait_for(|g| !g.frozen).await;
+        }
+    }
+
     async fn deliver(&mut self, events: Vec<Value>) {
         if self.knobs.never_deliver {
             self.note(0, false, None, &events);
             return;
         }
-        // Nothing goes out while the sandbox is frozen.
-        let _ = self.frozen.wait_for(|f| !*f).await;
         if !self.knobs.delay.is_zero() {
             tokio::time::sleep(self.knobs.delay).await;
         }
@@ -453,6 +485,7 @@ impl Delivery {
         for _ in 0..copies {
             let attempts = self.knobs.max_attempts.max(1);
             for attempt in 1..=attempts {
+                self.begin().await;
                 let res = crate::http::request(
                     self.addr,
                     "POST",
@@ -462,6 +495,8 @@ impl Delivery {
                     self.knobs.attempt_timeout,
                 )
                 .await;
+                self.frozen
+                    .send_modify(|g| g.in_flight = g.in_flight.saturating_sub(1));
                 match res {
                     Ok(r) if (200..300).contains(&r.status) => {
                         self.note(attempt, true, Some(r.status), &events);

@@ -270,6 +270,8 @@ async fn freeze_stops_the_sandbox_between_invocations() {
     let mut cfg = layer.config();
     cfg.freeze = true;
     cfg.env.push(("TELE_EXT_TELEMETRY".into(), "1".into()));
+    // Batches wait 1 s: invocation 1's report is still buffered when the sandbox freezes.
+    cfg.env.push(("TELE_EXT_TELEMETRY_TIMEOUT_MS".into(), "1000".into()));
     let ll = LocalLambda::start(cfg).await.unwrap();
     let r1 = ll.invoke(InvokeRequest::json(&json!({}))).await.unwrap();
     assert_eq!(r1.status, InvokeStatus::Success);
