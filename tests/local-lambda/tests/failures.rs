@@ -271,7 +271,8 @@ async fn freeze_stops_the_sandbox_between_invocations() {
     cfg.freeze = true;
     cfg.env.push(("TELE_EXT_TELEMETRY".into(), "1".into()));
     // Batches wait 1 s: invocation 1's report is still buffered when the sandbox freezes.
-    cfg.env.push(("TELE_EXT_TELEMETRY_TIMEOUT_MS".into(), "1000".into()));
+    cfg.env
+        .push(("TELE_EXT_TELEMETRY_TIMEOUT_MS".into(), "1000".into()));
     let ll = LocalLambda::start(cfg).await.unwrap();
     let r1 = ll.invoke(InvokeRequest::json(&json!({}))).await.unwrap();
     assert_eq!(r1.status, InvokeStatus::Success);
@@ -294,16 +295,28 @@ async fn freeze_stops_the_sandbox_between_invocations() {
             .any(|e| e["type"] == "platform.report" && e["record"]["requestId"] == rid)
     };
     assert!(!has_report(&r1.request_id));
-    let r2 = ll.invoke(InvokeRequest::json(&json!({}))).await.unwrap();
+    // Invocation 2 keeps the sandbox thawed for 1.5 s: the buffered report goes out meanwhile
+    // (as on Lambda, where a report often arrives during the next invocation).
+    let r2 = ll
+        .invoke(InvokeRequest::json(
+            &json!({"action": "sleep", "seconds": 1.5}),
+        ))
+        .await
+        .unwrap();
     assert_eq!(r2.status, InvokeStatus::Success);
     assert!(!r2.cold_start);
     assert!(ll.events("thaw").len() == 1 && ll.events("freeze").len() == 2);
-    assert!(
-        eventually(Duration::from_secs(3), || has_report(&r1.request_id)
-            .then_some(()))
-        .await
-        .is_some()
-    );
+    assert!(has_report(&r1.request_id));
+    let delivered = ll
+        .telemetry_deliveries()
+        .into_iter()
+        .find(|d| {
+            d.ok && d.events.iter().any(|e| {
+                e["record"]["requestId"] == r1.request_id.as_str() && e["type"] == "platform.report"
+            })
+        })
+        .unwrap();
+    assert!(delivered.at_ms > ll.events("thaw")[0].at_ms);
     let report = ll.shutdown().await.unwrap();
     assert_eq!(report.extensions[0].exit.exit_code, Some(0));
 }
