@@ -240,6 +240,11 @@ async fn exec_wrapper_starts_the_runtime() {
         wrapper.to_string_lossy().as_ref()
     );
     ll.shutdown().await.unwrap();
+    // Each process's output is captured to its own files.
+    let out = std::fs::read_to_string(ll.output_path("runtime", "runtime", "stdout")).unwrap();
+    assert_eq!(out, "runtime started\n");
+    let err = std::fs::read_to_string(ll.output_path("runtime", "runtime", "stderr")).unwrap();
+    assert_eq!(err, "runtime stderr line\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
