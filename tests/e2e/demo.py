@@ -43,8 +43,6 @@ def main():
                 "OTEL_SERVICE_NAME": "orders-demo",
             },
         )
-        lam.ports  # noqa: B018 (documented: per-sandbox free ports)
-        os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://127.0.0.1:%d" % lam.ports["http"]
         print("otel-xray demo: local Lambda up (runtime API %s), logs in %s" % (lam.info["runtimeApi"], log_dir))
         print()
         payloads = [

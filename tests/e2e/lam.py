@@ -48,6 +48,10 @@ class LocalLambda:
         }
         if wrapper:
             base["AWS_LAMBDA_EXEC_WRAPPER"] = os.path.join(layer, "otel-xray-wrapper")
+        else:
+            # OS-only runtimes have no exec wrapper: users point the SDK at the extension.
+            base["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://127.0.0.1:%d" % http
+            base["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
         base.update(env or {})
         args = [os.path.join(BIN_DIR, "local-lambda"), "--layer", layer, "--log-dir", log_dir,
                 "--timeout-ms", str(timeout_ms), "--function-name", function_name]
