@@ -160,10 +160,10 @@ impl FlushPolicy {
     }
 
     fn record_start(&mut self, now: Instant) {
-        if let Some(prev) = self.starts.back() {
-            if now.saturating_duration_since(*prev) > ADAPTIVE_COLD_GAP {
-                self.starts.clear();
-            }
+        if let Some(prev) = self.starts.back()
+            && now.saturating_duration_since(*prev) > ADAPTIVE_COLD_GAP
+        {
+            self.starts.clear();
         }
         if self.starts.len() == ADAPTIVE_WINDOW {
             self.starts.pop_front();

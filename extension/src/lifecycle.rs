@@ -275,11 +275,11 @@ async fn report_init_failure(
     message: &str,
 ) {
     error!(reason, "cannot start: {message}");
-    if client.extension_id().is_none() {
-        if let Err(e) = client.register(name).await {
-            warn!(error = %e, "cannot register to report the init failure");
-            return;
-        }
+    if client.extension_id().is_none()
+        && let Err(e) = client.register(name).await
+    {
+        warn!(error = %e, "cannot register to report the init failure");
+        return;
     }
     if let Err(e) = client.init_error(reason, message).await {
         warn!(error = %e, "cannot report the init failure");
@@ -476,7 +476,11 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
     buffer_task.abort();
     let telemetry = counters.snapshot();
     info!(
-        reason = reason.as_ref().map_or("cancelled", ShutdownReason::as_str),
+        reason = match (&reason, exit) {
+            (Some(r), _) => r.as_str(),
+            (None, Exit::Fatal) => "fatal",
+            (None, _) => "cancelled",
+        },
         invocations = lifecycle.invocations,
         received = stats.received,
         exported = stats.exported,
@@ -837,11 +841,11 @@ impl Lifecycle {
         }
         root.cancel();
         stop_servers(servers).await;
-        if let Ok(left) = self.buffer.drain().await {
-            if !left.is_empty() {
-                self.stats
-                    .add_dropped(DropReason::Shutdown, left.spans as u64);
-            }
+        if let Ok(left) = self.buffer.drain().await
+            && !left.is_empty()
+        {
+            self.stats
+                .add_dropped(DropReason::Shutdown, left.spans as u64);
         }
         self.stats.snapshot()
     }

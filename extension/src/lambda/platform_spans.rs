@@ -160,11 +160,14 @@ impl Phase {
         if self.init_type.is_none() {
             self.init_type.clone_from(&done.initialization_type);
         }
-        self.status = Some((
-            done.status.is_success(),
-            done.status.as_str().to_owned(),
-            done.error_type.clone(),
-        ));
+        // The first outcome wins, like the first end time (a re-delivery changes nothing).
+        if self.status.is_none() {
+            self.status = Some((
+                done.status.is_success(),
+                done.status.as_str().to_owned(),
+                done.error_type.clone(),
+            ));
+        }
     }
 
     fn record_report(&mut self, time: Option<u64>, report: &PhaseReport) {
@@ -173,14 +176,14 @@ impl Phase {
         if self.init_type.is_none() {
             self.init_type.clone_from(&report.initialization_type);
         }
-        if self.status.is_none() {
-            if let Some(s) = &report.status {
-                self.status = Some((
-                    s.is_success(),
-                    s.as_str().to_owned(),
-                    report.error_type.clone(),
-                ));
-            }
+        if self.status.is_none()
+            && let Some(s) = &report.status
+        {
+            self.status = Some((
+                s.is_success(),
+                s.as_str().to_owned(),
+                report.error_type.clone(),
+            ));
         }
     }
 }
