@@ -64,7 +64,8 @@ async fn check_accounting(summary: &RunSummary, udp: &UdpSocket, expect_received
             .unwrap();
         let datagram = std::str::from_utf8(&buf[..n]).unwrap();
         let (header, doc) = datagram.split_once('\n').unwrap();
-        assert_eq!(header, r#"{"format": "json", "version": 1}"#);
+        let header: serde_json::Value = serde_json::from_str(header).unwrap();
+        assert_eq!(header, serde_json::json!({"format": "json", "version": 1}));
         let doc: serde_json::Value = serde_json::from_str(doc).unwrap();
         assert_eq!(doc["trace_id"], "1-66432ccf-5e8a4b7c9d0e1f2a3b4c5d6e");
     }
@@ -394,6 +395,52 @@ async fn event_next_failing_for_good_reports_exit_error() {
     // What was buffered was still flushed.
     assert_eq!(summary.stats.in_flight(), 0);
     assert_eq!(summary.stats.flushes, 1);
+}
+
+#[tokio::test]
+async fn an_end_that_arrives_before_its_invoke_is_remembered() {
+    let mut fake = FakeLambda::start(StatusCode::OK).await;
+    let (config, udp) = daemon_config(fake.addr, &[]).await;
+    let (options, ready_rx, _) = options();
+    let script = async {
+        let ready = ready_rx.await.unwrap();
+        let first = fake.next_call(5 * SECOND).await;
+        // Telemetry overtakes the event/next answer.
+        let url = fake.telemetry_url();
+        let done = telemetry_batch(&[start_event("req-1"), runtime_done_event("req-1", "success")]);
+        assert_eq!(post(&url, done).await, StatusCode::OK);
+        for _ in 0..100 {
+            if ready.stats.snapshot().received == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            ready.stats.snapshot().received,
+            1,
+            "invocation span buffered"
+        );
+        let invoked = Instant::now();
+        first.invoke("req-1", 30 * SECOND, Some(TRACE_HEADER));
+        let second = fake.next_call(5 * SECOND).await;
+        assert!(second.at.duration_since(invoked) < 5 * SECOND);
+        let snap = ready.stats.snapshot();
+        assert_eq!((snap.flushes, snap.in_flight()), (1, 0), "{snap}");
+        second.shutdown("spindown", 2 * SECOND);
+    };
+    let (summary, ()) = tokio::join!(run(config, options), script);
+    assert_eq!(summary.exit, Exit::Clean);
+    check_accounting(&summary, &udp, 1).await;
+}
+
+/// The emulator and other embedders may spawn the lifecycle on a multi-thread runtime.
+#[test]
+fn run_is_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let config = config("127.0.0.1:9".parse().unwrap(), &[]);
+    let (options, _ready, _) = options();
+    let fut = run(config, options);
+    assert_send(&fut);
 }
 
 #[tokio::test]

@@ -37,12 +37,12 @@ pub enum ApiError {
     #[error("AWS_LAMBDA_RUNTIME_API={0:?} is not a host:port")]
     BadAddress(String),
     /// Connection refused, reset, …
-    #[error("{call}: cannot reach the Lambda API: {source}")]
+    #[error("{call}: cannot reach the Lambda API: {message}")]
     Transport {
         /// Which call.
         call: &'static str,
-        /// What hyper said.
-        source: hyper_util::client::legacy::Error,
+        /// What hyper said, with its causes (`client error (Connect): Connection refused …`).
+        message: String,
     },
     /// The call took longer than its budget.
     #[error("{call}: no answer within {0:?}", CALL_TIMEOUT)]
@@ -145,7 +145,10 @@ impl ApiClient {
                 .http
                 .request(req)
                 .await
-                .map_err(|source| ApiError::Transport { call, source })?;
+                .map_err(|e| ApiError::Transport {
+                    call,
+                    message: error_chain(&e),
+                })?;
             let (parts, body) = resp.into_parts();
             let body = Limited::new(body, MAX_RESPONSE_BYTES)
                 .collect()
@@ -168,6 +171,21 @@ impl ApiClient {
                 .map_err(|_| ApiError::Timeout { call })?,
         }
     }
+}
+
+/// An error and its sources, `a: b: c`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 /// Fails with [`ApiError::Status`] unless the status is one of `ok`.
