@@ -1,23 +1,907 @@
-//! Init, INVOKE, SHUTDOWN: the extension's life (being written).
+//! The extension's life: init, INVOKE, SHUTDOWN (DESIGN.md "Lifecycle contract").
+//!
+//! ```text
+//!  main_entry ─▶ run_with_lookup ─▶ run(config, options) ─▶ RunSummary ─▶ exit code
+//!
+//!  init      parse config → logging → bind every listener (OTLP receivers on 127.0.0.1,
+//!            Telemetry API listener on sandbox.localdomain) → build the exporter (cheap) →
+//!            spawn the span buffer and the servers → register → subscribe to the Telemetry
+//!            API → event loop. Any failure before register → register, `init/error`, exit 1.
+//!
+//!  loop      GET event/next ──INVOKE──▶ ask the flush policy (flush.rs):
+//!              │                          flush at this invocation's end?
+//!              │                 no ──────────┤ yes
+//!              │                              ▼
+//!              │                wait for the first of: platform.runtimeDone(request id)
+//!              │                (Telemetry API), InvocationEnd from the Runtime API proxy,
+//!              │                or the deadline − INVOKE_END_MARGIN; then flush
+//!              │◀──────────────────────────────┘  (exporter deadline ≤ invocation deadline)
+//!              │
+//!              │  all the while: telemetry batches → invocation/init spans → buffer;
+//!              │  buffer pressure → flush at once
+//!              │
+//!           ──SHUTDOWN──▶ flush what is left within deadlineMs − SHUTDOWN_MARGIN, stop the
+//!                         servers, count what is still buffered as dropped (shutdown), log
+//!                         one summary line, exit 0 (also when X-Ray is unreachable).
+//!  fatal     event/next keeps failing → `exit/error`, flush, summary, exit 1.
+//! ```
+//!
+//! Async structure: one current-thread tokio runtime; one root [`CancellationToken`] whose
+//! children stop the servers after the final flush; a [`JoinSet`] for the server tasks; every
+//! wait is a `tokio::select! { biased; … }` with cancellation first. The lifecycle task alone
+//! owns the flush policy, the platform-span builder and the exporter, so none of them needs a
+//! lock: telemetry batches and end-of-invocation signals reach it through channels.
+//!
+//! In-process use (tests, the local emulator): build a [`Config`] by hand (ports 0 for
+//! ephemeral ports, `runtime_api` pointing at a fake Extensions API) and call [`run`] with
+//! [`RunOptions`]; `RunOptions::ready` receives a [`Ready`] with the bound addresses, the buffer
+//! handle, the counters and the [`InvocationEndSender`]; `RunOptions::cancel` stops the
+//! extension as if SHUTDOWN had come.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Parses the environment, sets up logging and runs the extension until SHUTDOWN.
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::buffer::{self, BufferHandle, SpanBatch};
+use crate::config::{AWS_LAMBDA_RUNTIME_API, Config, OTEL_XRAY_GRPC_PORT, OTEL_XRAY_HTTP_PORT};
+use crate::export::{ExportReport, Exporter};
+use crate::flush::{FlushPolicy, FlushReason};
+use crate::lambda::extensions_api::{
+    ExtensionsClient, InvokeEvent, NextEvent, Registration, ShutdownReason,
+};
+use crate::lambda::invocation::{
+    EndSource, InvocationEnd, InvocationEndReceiver, InvocationEndSender, RecentIds,
+    invocation_end_channel,
+};
+use crate::lambda::platform_spans::{FunctionInfo, PlatformSpans};
+use crate::lambda::telemetry::{
+    self, TelemetryCounters, TelemetryCountersSnapshot, TelemetryEvent, TelemetryRecord,
+};
+use crate::receiver::{self, ReceiveError};
+use crate::stats::{DropReason, Stats, StatsSnapshot};
+
+/// The final flush must be done this long before SHUTDOWN's `deadlineMs`.
+pub const SHUTDOWN_MARGIN: Duration = Duration::from_millis(200);
+/// Without an end signal, stop waiting for the end of an invocation this long before its
+/// deadline, so that the flush still fits.
+pub const INVOKE_END_MARGIN: Duration = Duration::from_millis(200);
+/// A flush during an invocation must end this long before the invocation's deadline, so that
+/// `event/next` is called in time.
+pub const INVOKE_FLUSH_MARGIN: Duration = Duration::from_millis(20);
+/// A flush with less time than this is not attempted (the spans wait for the next one).
+const MIN_FLUSH_BUDGET: Duration = Duration::from_millis(10);
+/// The exporter is given this much past its own deadline before the lifecycle stops waiting.
+const EXPORT_GRACE: Duration = Duration::from_millis(50);
+/// Consecutive `event/next` failures before the extension gives up (`exit/error`).
+const NEXT_EVENT_ATTEMPTS: u32 = 3;
+/// How long stopped servers get to finish in-flight requests.
+const SERVER_STOP_GRACE: Duration = Duration::from_millis(100);
+/// Budget of an invocation whose INVOKE event has no deadline (a non-conforming emulator).
+const MISSING_DEADLINE_BUDGET: Duration = Duration::from_secs(3);
+/// Budget of a SHUTDOWN without a deadline (Lambda gives 2,000 ms with external extensions).
+const MISSING_SHUTDOWN_BUDGET: Duration = Duration::from_secs(2);
+/// Telemetry batches waiting for the lifecycle.
+const TELEMETRY_CHANNEL: usize = 64;
+/// Request ids remembered as ended.
+const RECENT_ENDS: usize = 32;
+/// The name the extension registers with when its file name cannot be read.
+pub const DEFAULT_EXTENSION_NAME: &str = "otel-xray";
+
+/// How the extension ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// SHUTDOWN (or cancellation) handled: exit 0.
+    Clean,
+    /// It could not start; `init/error` was reported where possible: exit 1.
+    InitFailed,
+    /// A fatal error after init; `exit/error` was reported: exit 1.
+    Fatal,
+}
+
+/// What [`run`] returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSummary {
+    /// How it ended.
+    pub exit: Exit,
+    /// The span counters at the end.
+    pub stats: StatsSnapshot,
+    /// The Telemetry API listener's counters.
+    pub telemetry: TelemetryCountersSnapshot,
+    /// INVOKE events handled.
+    pub invocations: u64,
+    /// SHUTDOWN's reason, when a SHUTDOWN came.
+    pub shutdown_reason: Option<ShutdownReason>,
+    /// The error that ended it, if any.
+    pub error: Option<String>,
+}
+
+impl RunSummary {
+    fn failed(exit: Exit, error: String, stats: StatsSnapshot) -> Self {
+        RunSummary {
+            exit,
+            stats,
+            telemetry: TelemetryCountersSnapshot::default(),
+            invocations: 0,
+            shutdown_reason: None,
+            error: Some(error),
+        }
+    }
+
+    /// 0 for [`Exit::Clean`], 1 otherwise.
+    pub fn exit_code(&self) -> ExitCode {
+        match self.exit {
+            Exit::Clean => ExitCode::SUCCESS,
+            Exit::InitFailed | Exit::Fatal => ExitCode::FAILURE,
+        }
+    }
+}
+
+/// Handed to [`RunOptions::ready`] once the extension is registered and subscribed.
+#[derive(Debug)]
+pub struct Ready {
+    /// What register returned.
+    pub registration: Registration,
+    /// Where the Telemetry API listener listens.
+    pub telemetry_addr: SocketAddr,
+    /// False when the Telemetry API subscription failed.
+    pub telemetry_subscribed: bool,
+    /// Where the OTLP/HTTP receiver listens.
+    pub otlp_http_addr: Option<SocketAddr>,
+    /// Where the OTLP/gRPC receiver listens.
+    pub otlp_grpc_addr: Option<SocketAddr>,
+    /// The span buffer.
+    pub buffer: BufferHandle,
+    /// The span counters.
+    pub stats: Arc<Stats>,
+    /// End-of-invocation signals (what the Runtime API proxy uses).
+    pub invocation_end: InvocationEndSender,
+}
+
+/// Options of [`run`] beyond the configuration.
+#[derive(Debug)]
+pub struct RunOptions {
+    /// The name to register with: the executable's file name.
+    pub extension_name: String,
+    /// Cancelling it ends the extension as SHUTDOWN would (flush, summary, [`Exit::Clean`]).
+    pub cancel: CancellationToken,
+    /// Receives a [`Ready`] after register and subscribe.
+    pub ready: Option<oneshot::Sender<Ready>>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            extension_name: default_extension_name(),
+            cancel: CancellationToken::new(),
+            ready: None,
+        }
+    }
+}
+
+/// The executable's file name (`otel-xray` in the layer's `extensions/`), which Lambda requires
+/// as the registration name.
+pub fn default_extension_name() -> String {
+    std::env::args_os()
+        .next()
+        .as_deref()
+        .map(std::path::Path::new)
+        .and_then(std::path::Path::file_name)
+        .and_then(|n| n.to_str())
+        .filter(|n| !n.is_empty())
+        .unwrap_or(DEFAULT_EXTENSION_NAME)
+        .to_owned()
+}
+
+/// The binary's entry point: a current-thread runtime (low RSS, fast start), the process
+/// environment, and the exit code.
 pub fn main_entry() -> ExitCode {
-    match crate::config::Config::from_env() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            init_fallback_logging();
+            error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let summary = runtime.block_on(run_with_lookup(
+        |k| std::env::var(k).ok(),
+        RunOptions::default(),
+    ));
+    summary.exit_code()
+}
+
+/// Parses the configuration from `lookup`, sets up logging and runs. A configuration error is
+/// reported through `init/error` (after registering, which Lambda requires first).
+pub async fn run_with_lookup<F>(lookup: F, options: RunOptions) -> RunSummary
+where
+    F: Fn(&str) -> Option<String>,
+{
+    match Config::from_lookup(&lookup) {
         Ok((config, warnings)) => {
             crate::logging::init(&config);
-            for w in warnings {
-                tracing::warn!("{w}");
+            for w in &warnings {
+                warn!(variable = w.var, "{w}");
             }
-            ExitCode::SUCCESS
+            run(config, options).await
         }
         Err(e) => {
-            #[allow(clippy::print_stderr)]
-            {
-                eprintln!("otel-xray: {e}");
+            init_fallback_logging();
+            let message = e.to_string();
+            match lookup(AWS_LAMBDA_RUNTIME_API) {
+                Some(api) => match ExtensionsClient::new(&api) {
+                    Ok(mut client) => {
+                        report_init_failure(
+                            &mut client,
+                            &options.extension_name,
+                            "ConfigError",
+                            &message,
+                        )
+                        .await;
+                    }
+                    Err(api_err) => error!(error = %api_err, "{message}"),
+                },
+                None => error!("{message} (and AWS_LAMBDA_RUNTIME_API is not set)"),
             }
-            ExitCode::FAILURE
+            RunSummary::failed(Exit::InitFailed, message, Stats::default().snapshot())
         }
+    }
+}
+
+/// Logging for failures that happen before the configuration (and its log settings) exists.
+fn init_fallback_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .without_time()
+        .with_target(false)
+        .try_init();
+}
+
+/// Registers (Lambda accepts `init/error` only from a registered extension), then reports.
+async fn report_init_failure(
+    client: &mut ExtensionsClient,
+    name: &str,
+    reason: &str,
+    message: &str,
+) {
+    error!(reason, "cannot start: {message}");
+    if client.extension_id().is_none()
+        && let Err(e) = client.register(name).await
+    {
+        warn!(error = %e, "cannot register to report the init failure");
+        return;
+    }
+    if let Err(e) = client.init_error(reason, message).await {
+        warn!(error = %e, "cannot report the init failure");
+    }
+}
+
+/// The variable that moves a receiver, for bind error messages.
+fn receiver_port_hint(e: &ReceiveError) -> String {
+    match e {
+        ReceiveError::Bind { what, .. } => {
+            let var = if what.contains("gRPC") {
+                OTEL_XRAY_GRPC_PORT
+            } else {
+                OTEL_XRAY_HTTP_PORT
+            };
+            format!("{e}; set {var} to a free port")
+        }
+    }
+}
+
+/// Runs the extension with `config` until SHUTDOWN, cancellation or a fatal error.
+pub async fn run(config: Config, options: RunOptions) -> RunSummary {
+    let name = options.extension_name.clone();
+    let Some(runtime_api) = config.runtime_api.clone() else {
+        let msg = format!("{AWS_LAMBDA_RUNTIME_API} is not set: not running in Lambda");
+        error!("{msg}");
+        return RunSummary::failed(Exit::InitFailed, msg, Stats::default().snapshot());
+    };
+    let mut client = match ExtensionsClient::new(&runtime_api) {
+        Ok(c) => c,
+        Err(e) => {
+            error!(error = %e, "cannot start");
+            return RunSummary::failed(
+                Exit::InitFailed,
+                e.to_string(),
+                Stats::default().snapshot(),
+            );
+        }
+    };
+
+    // Bind every listener before registering, so a taken port fails the init visibly.
+    let bound = async {
+        let receivers = receiver::bind(&config)
+            .await
+            .map_err(|e| ("BindError", receiver_port_hint(&e)))?;
+        let listener = telemetry::bind(config.telemetry_port)
+            .await
+            .map_err(|e| ("BindError", e.to_string()))?;
+        let exporter =
+            Exporter::from_config(&config).map_err(|e| ("ConfigError", e.to_string()))?;
+        Ok::<_, (&str, String)>((receivers, listener, exporter))
+    }
+    .await;
+    let (receivers, listener, exporter) = match bound {
+        Ok(b) => b,
+        Err((reason, message)) => {
+            report_init_failure(&mut client, &name, reason, &message).await;
+            return RunSummary::failed(Exit::InitFailed, message, Stats::default().snapshot());
+        }
+    };
+
+    // Spawn the buffer and the servers.
+    let root = CancellationToken::new();
+    let stats = Arc::new(Stats::default());
+    let (buffer, buffer_task) = buffer::spawn(config.buffer_max_spans, Arc::clone(&stats));
+    let mut servers = JoinSet::new();
+    let otlp_http_addr = receivers.http.local_addr().ok();
+    let otlp_grpc_addr = receivers.grpc.local_addr().ok();
+    receivers.serve(buffer.clone(), root.child_token(), &mut servers);
+    let telemetry_addr = listener.local_addr();
+    let destination = listener.destination_uri();
+    let counters = Arc::new(TelemetryCounters::default());
+    let (telemetry_tx, telemetry_rx) = mpsc::channel(TELEMETRY_CHANNEL);
+    listener.serve(
+        telemetry_tx,
+        Arc::clone(&counters),
+        root.child_token(),
+        &mut servers,
+    );
+    // The Runtime API proxy is bound with the other listeners and served here with a clone of
+    // `end_tx`; it calls `InvocationEndSender::invocation_ended` when the runtime posts a
+    // response or an error.
+    let (end_tx, end_rx) = invocation_end_channel();
+
+    let registration = match client.register(&name).await {
+        Ok(r) => r,
+        Err(e) => {
+            error!(error = %e, "cannot register with the Extensions API");
+            root.cancel();
+            stop_servers(&mut servers).await;
+            buffer_task.abort();
+            return RunSummary::failed(Exit::InitFailed, e.to_string(), stats.snapshot());
+        }
+    };
+    info!(
+        extension = %name,
+        function = %registration.function_name,
+        version = %registration.function_version,
+        flush = ?config.flush,
+        exporter = ?config.exporter,
+        "registered"
+    );
+
+    let telemetry_subscribed = match telemetry::subscribe(&client, &destination).await {
+        Ok(()) => {
+            debug!(destination = %destination, "subscribed to the Telemetry API");
+            true
+        }
+        Err(e) => {
+            warn!(
+                error = %e,
+                "Telemetry API unavailable: invocations are taken to end at their deadline \
+                 (or when the Runtime API proxy says so)"
+            );
+            false
+        }
+    };
+
+    let platform = config.platform_spans.then(|| {
+        PlatformSpans::new(FunctionInfo {
+            function_name: registration.function_name.clone(),
+            function_version: registration.function_version.clone(),
+            account_id: registration.account_id.clone(),
+            region: config.region.clone(),
+            service_name: config.service_name.clone(),
+            resource_attributes: config.resource_attributes.clone(),
+        })
+    });
+
+    if let Some(ready) = options.ready {
+        let _ = ready.send(Ready {
+            registration,
+            telemetry_addr,
+            telemetry_subscribed,
+            otlp_http_addr,
+            otlp_grpc_addr,
+            buffer: buffer.clone(),
+            stats: Arc::clone(&stats),
+            invocation_end: end_tx.clone(),
+        });
+    }
+
+    let mut lifecycle = Lifecycle {
+        pressure: Arc::clone(buffer.pressure()),
+        buffer,
+        stats,
+        exporter,
+        policy: FlushPolicy::new(config.flush),
+        platform,
+        telemetry_rx,
+        end_rx,
+        ended: RecentIds::new(RECENT_ENDS),
+        export_timeout: config.export_timeout,
+        invocations: 0,
+    };
+    let end = lifecycle.event_loop(&client, &options.cancel).await;
+    drop(end_tx);
+
+    let now = Instant::now();
+    let (exit, reason, shutdown_deadline, error) = match end {
+        LoopEnd::Shutdown {
+            reason,
+            deadline_ms,
+        } => {
+            let deadline = if deadline_ms == 0 {
+                now + MISSING_SHUTDOWN_BUDGET
+            } else {
+                instant_from_unix_ms(deadline_ms, SystemTime::now(), now)
+            };
+            (Exit::Clean, Some(reason), deadline, None)
+        }
+        LoopEnd::Cancelled => (
+            Exit::Clean,
+            None,
+            now + lifecycle.export_timeout + SHUTDOWN_MARGIN,
+            None,
+        ),
+        LoopEnd::Fatal(message) => {
+            error!("fatal: {message}");
+            if let Err(e) = client.exit_error("EventLoopError", &message).await {
+                warn!(error = %e, "cannot report the fatal error");
+            }
+            (
+                Exit::Fatal,
+                None,
+                now + lifecycle.export_timeout + SHUTDOWN_MARGIN,
+                Some(message),
+            )
+        }
+    };
+    let stats = lifecycle
+        .shutdown(shutdown_deadline, &root, &mut servers)
+        .await;
+    buffer_task.abort();
+    let telemetry = counters.snapshot();
+    info!(
+        reason = match (&reason, exit) {
+            (Some(r), _) => r.as_str(),
+            (None, Exit::Fatal) => "fatal",
+            (None, _) => "cancelled",
+        },
+        invocations = lifecycle.invocations,
+        received = stats.received,
+        exported = stats.exported,
+        dropped = stats.dropped_total(),
+        flushes = stats.flushes,
+        telemetry_batches = telemetry.batches,
+        telemetry_malformed = telemetry.malformed_batches,
+        "shutdown: {stats}"
+    );
+    RunSummary {
+        exit,
+        stats,
+        telemetry,
+        invocations: lifecycle.invocations,
+        shutdown_reason: reason,
+        error,
+    }
+}
+
+/// `deadlineMs` (Unix milliseconds) as a monotonic instant; a past deadline is `now`.
+pub fn instant_from_unix_ms(unix_ms: u64, now_system: SystemTime, now: Instant) -> Instant {
+    let now_ms = now_system
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    now + Duration::from_millis(unix_ms.saturating_sub(now_ms))
+}
+
+fn unix_nanos_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+async fn stop_servers(servers: &mut JoinSet<()>) {
+    let _ = tokio::time::timeout(SERVER_STOP_GRACE, async {
+        while servers.join_next().await.is_some() {}
+    })
+    .await;
+    servers.abort_all();
+}
+
+enum LoopEnd {
+    Shutdown {
+        reason: ShutdownReason,
+        deadline_ms: u64,
+    },
+    Cancelled,
+    Fatal(String),
+}
+
+enum Waited {
+    Event(Result<NextEvent, crate::lambda::extensions_api::ApiError>),
+    Cancelled,
+}
+
+/// The state the event loop owns.
+struct Lifecycle {
+    buffer: BufferHandle,
+    pressure: Arc<Notify>,
+    stats: Arc<Stats>,
+    exporter: Exporter,
+    policy: FlushPolicy,
+    platform: Option<PlatformSpans>,
+    telemetry_rx: mpsc::Receiver<Vec<TelemetryEvent>>,
+    end_rx: InvocationEndReceiver,
+    ended: RecentIds,
+    export_timeout: Duration,
+    invocations: u64,
+}
+
+impl Lifecycle {
+    async fn event_loop(
+        &mut self,
+        client: &ExtensionsClient,
+        cancel: &CancellationToken,
+    ) -> LoopEnd {
+        let mut failures = 0u32;
+        loop {
+            let event = match self.wait_for_next_event(client, cancel).await {
+                Waited::Cancelled => return LoopEnd::Cancelled,
+                Waited::Event(Ok(event)) => {
+                    failures = 0;
+                    event
+                }
+                Waited::Event(Err(e)) => {
+                    failures += 1;
+                    if failures >= NEXT_EVENT_ATTEMPTS {
+                        return LoopEnd::Fatal(format!(
+                            "event/next failed {failures} times in a row: {e}"
+                        ));
+                    }
+                    warn!(error = %e, attempt = failures, "event/next failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(10 * u64::from(failures))).await;
+                    continue;
+                }
+            };
+            match event {
+                NextEvent::Invoke(invoke) => {
+                    if let Some(end) = self.on_invoke(invoke, cancel).await {
+                        return end;
+                    }
+                }
+                NextEvent::Shutdown(s) => {
+                    info!(reason = %s.reason, "SHUTDOWN");
+                    return LoopEnd::Shutdown {
+                        reason: s.reason,
+                        deadline_ms: s.deadline_ms,
+                    };
+                }
+                NextEvent::Other(kind) => debug!(event_type = %kind, "ignoring event"),
+            }
+        }
+    }
+
+    /// Blocks on `event/next` while serving telemetry, end signals and buffer pressure.
+    async fn wait_for_next_event(
+        &mut self,
+        client: &ExtensionsClient,
+        cancel: &CancellationToken,
+    ) -> Waited {
+        let next = client.next_event();
+        tokio::pin!(next);
+        loop {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Waited::Cancelled,
+                result = &mut next => return Waited::Event(result),
+                Some(batch) = self.telemetry_rx.recv() => self.on_telemetry(batch).await,
+                Some(end) = self.end_rx.recv() => self.on_end_signal(&end),
+                () = self.pressure.notified() => {
+                    self.flush(FlushReason::Pressure, None).await;
+                }
+            }
+        }
+    }
+
+    /// Handles one INVOKE; returns how the loop must end if cancellation came meanwhile.
+    async fn on_invoke(
+        &mut self,
+        invoke: InvokeEvent,
+        cancel: &CancellationToken,
+    ) -> Option<LoopEnd> {
+        let now = Instant::now();
+        self.invocations += 1;
+        let deadline = if invoke.deadline_ms == 0 {
+            now + MISSING_DEADLINE_BUDGET
+        } else {
+            instant_from_unix_ms(invoke.deadline_ms, SystemTime::now(), now)
+        };
+        if let Some(platform) = &mut self.platform {
+            platform.on_invoke(&invoke);
+        }
+        let plan = self.policy.on_invocation_start(now);
+        debug!(
+            request_id = %invoke.request_id,
+            flush_at_end = plan.map_or("no", FlushReason::as_str),
+            deadline_in_ms = deadline.saturating_duration_since(now).as_millis() as u64,
+            "INVOKE"
+        );
+        let reason = plan?;
+
+        let wait_until = deadline.checked_sub(INVOKE_END_MARGIN).unwrap_or(now);
+        let ended_by = if self.ended.contains(&invoke.request_id) {
+            "already_ended"
+        } else {
+            loop {
+                tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => return Some(LoopEnd::Cancelled),
+                    Some(batch) = self.telemetry_rx.recv() => {
+                        self.on_telemetry(batch).await;
+                        if self.ended.contains(&invoke.request_id) {
+                            break EndSource::Telemetry.as_str();
+                        }
+                    }
+                    Some(end) = self.end_rx.recv() => {
+                        self.on_end_signal(&end);
+                        if end.request_id == invoke.request_id {
+                            break end.source.as_str();
+                        }
+                    }
+                    () = tokio::time::sleep_until(wait_until) => break "deadline",
+                    () = self.pressure.notified() => {
+                        self.flush(FlushReason::Pressure, Some(deadline)).await;
+                    }
+                }
+            }
+        };
+        debug!(
+            request_id = %invoke.request_id,
+            ended_by,
+            waited_ms = now.elapsed().as_millis() as u64,
+            "invocation ended"
+        );
+        self.flush(reason, Some(deadline)).await;
+        None
+    }
+
+    fn on_end_signal(&mut self, end: &InvocationEnd) {
+        debug!(
+            request_id = %end.request_id,
+            source = end.source.as_str(),
+            error_type = end.error_type.as_deref().unwrap_or(""),
+            "end of invocation signalled"
+        );
+        self.ended.insert(&end.request_id);
+    }
+
+    /// Feeds a delivery to the platform-span builder, pushes the spans it finished into the
+    /// buffer (before anyone can flush for the same `runtimeDone`), and notes ended requests.
+    async fn on_telemetry(&mut self, batch: Vec<TelemetryEvent>) {
+        let now = unix_nanos_now();
+        let mut spans = Vec::new();
+        for event in &batch {
+            match &event.record {
+                TelemetryRecord::RuntimeDone(done) => {
+                    debug!(
+                        request_id = %done.request_id,
+                        status = done.status.as_str(),
+                        "platform.runtimeDone"
+                    );
+                    self.ended.insert(&done.request_id);
+                }
+                TelemetryRecord::LogsDropped(d) => warn!(
+                    dropped_records = d.dropped_records,
+                    reason = %d.reason,
+                    "Lambda dropped telemetry for this extension"
+                ),
+                TelemetryRecord::Unknown { event_type, .. } => {
+                    debug!(event_type = %event_type, "unknown telemetry event kept raw");
+                }
+                TelemetryRecord::Invalid {
+                    event_type, error, ..
+                } => {
+                    debug!(event_type = %event_type, error = %error, "telemetry record not understood")
+                }
+                _ => {}
+            }
+            if let Some(platform) = &mut self.platform {
+                platform.on_event(event, now, &mut spans);
+            }
+        }
+        if spans.is_empty() {
+            return;
+        }
+        if let Some(platform) = &self.platform {
+            let batch = SpanBatch::new(vec![platform.resource_spans(spans)]);
+            if let Err(e) = self.buffer.push(batch).await {
+                debug!(error = %e, "platform spans not buffered");
+            }
+        }
+    }
+
+    /// Flushes now; `limit` is the invocation deadline the flush must end before.
+    async fn flush(&mut self, reason: FlushReason, limit: Option<Instant>) {
+        let now = Instant::now();
+        let mut deadline = now + self.export_timeout;
+        if let Some(limit) = limit {
+            deadline = deadline.min(limit.checked_sub(INVOKE_FLUSH_MARGIN).unwrap_or(now));
+        }
+        if deadline <= now + MIN_FLUSH_BUDGET {
+            debug!(reason = %reason, "flush skipped: too close to the invocation deadline");
+            return;
+        }
+        self.flush_until(reason, deadline).await;
+    }
+
+    /// Drains the buffer and exports it by `deadline`. Returns the spans handed to the exporter.
+    async fn flush_until(&mut self, reason: FlushReason, deadline: Instant) -> usize {
+        let started = Instant::now();
+        let Ok(batch) = self.buffer.drain().await else {
+            return 0;
+        };
+        self.policy.record_flush(started);
+        if batch.is_empty() {
+            debug!(reason = %reason, spans = 0, "flush: nothing buffered");
+            return 0;
+        }
+        let spans = batch.spans;
+        let report = match tokio::time::timeout_at(
+            deadline + EXPORT_GRACE,
+            self.exporter.export(batch, deadline),
+        )
+        .await
+        {
+            Ok(report) => report,
+            Err(_) => ExportReport {
+                exported: 0,
+                dropped: vec![(DropReason::ExportTimeout, spans)],
+            },
+        };
+        let exported = report.exported;
+        let mut dropped = 0;
+        let mut failed = false;
+        self.stats.add_exported(exported as u64);
+        for &(why, n) in &report.dropped {
+            self.stats.add_dropped(why, n as u64);
+            dropped += n;
+            failed |= n > 0
+                && matches!(
+                    why,
+                    DropReason::ExportFailed
+                        | DropReason::ExportTimeout
+                        | DropReason::ExportRejected
+                );
+        }
+        if exported + dropped < spans {
+            // The exporter must account for every span; never lose one silently.
+            let missing = spans - exported - dropped;
+            warn!(
+                missing,
+                "exporter report is short; counting the rest as failed"
+            );
+            self.stats
+                .add_dropped(DropReason::ExportFailed, missing as u64);
+            dropped += missing;
+            failed = true;
+        }
+        if failed {
+            self.stats.add_export_error();
+        }
+        self.stats.add_flush();
+        debug!(
+            reason = %reason,
+            spans,
+            exported,
+            dropped,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "flushed"
+        );
+        spans
+    }
+
+    /// The final flush, then servers stopped and leftovers counted. Returns the final counters.
+    async fn shutdown(
+        &mut self,
+        deadline: Instant,
+        root: &CancellationToken,
+        servers: &mut JoinSet<()>,
+    ) -> StatsSnapshot {
+        // Telemetry already delivered may still finish spans (e.g. the last runtimeDone).
+        while let Ok(batch) = self.telemetry_rx.try_recv() {
+            self.on_telemetry(batch).await;
+        }
+        let now = Instant::now();
+        let flush_deadline = match deadline.checked_sub(SHUTDOWN_MARGIN) {
+            Some(d) if d > now + MIN_FLUSH_BUDGET => d,
+            // Less than the margin left: a short attempt beats none.
+            _ => (now + MIN_FLUSH_BUDGET * 5).min(deadline.max(now + MIN_FLUSH_BUDGET)),
+        };
+        let reason = self.policy.on_shutdown();
+        for _ in 0..3 {
+            let flushed = self.flush_until(reason, flush_deadline).await;
+            let left = self.buffer.len().await.unwrap_or(0);
+            if flushed == 0 || left == 0 || Instant::now() + MIN_FLUSH_BUDGET >= flush_deadline {
+                break;
+            }
+        }
+        root.cancel();
+        stop_servers(servers).await;
+        if let Ok(left) = self.buffer.drain().await
+            && !left.is_empty()
+        {
+            self.stats
+                .add_dropped(DropReason::Shutdown, left.spans as u64);
+        }
+        self.stats.snapshot()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unix_ms_to_instant() {
+        let now = Instant::now();
+        let sys = UNIX_EPOCH + Duration::from_millis(1_700_000_000_000);
+        assert_eq!(
+            instant_from_unix_ms(1_700_000_001_500, sys, now),
+            now + Duration::from_millis(1500)
+        );
+        assert_eq!(instant_from_unix_ms(1_600_000_000_000, sys, now), now);
+        assert_eq!(instant_from_unix_ms(0, sys, now), now);
+    }
+
+    #[test]
+    fn exit_codes() {
+        let s = RunSummary::failed(Exit::InitFailed, "x".into(), Stats::default().snapshot());
+        assert_eq!(s.exit_code(), ExitCode::FAILURE);
+        let clean = RunSummary {
+            exit: Exit::Clean,
+            ..s
+        };
+        assert_eq!(clean.exit_code(), ExitCode::SUCCESS);
+    }
+
+    #[test]
+    fn receiver_hints_name_the_variable() {
+        let http = ReceiveError::Bind {
+            addr: "127.0.0.1:4318".parse().unwrap(),
+            what: "OTLP/HTTP",
+            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        };
+        assert!(receiver_port_hint(&http).contains(OTEL_XRAY_HTTP_PORT));
+        let grpc = ReceiveError::Bind {
+            addr: "127.0.0.1:4317".parse().unwrap(),
+            what: "OTLP/gRPC",
+            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        };
+        let hint = receiver_port_hint(&grpc);
+        assert!(
+            hint.contains(OTEL_XRAY_GRPC_PORT) && hint.contains("4317"),
+            "{hint}"
+        );
+    }
+
+    #[test]
+    fn extension_name_is_a_file_name() {
+        let name = default_extension_name();
+        assert!(!name.is_empty());
+        assert!(!name.contains('/'));
     }
 }
