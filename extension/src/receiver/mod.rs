@@ -1,16 +1,47 @@
-//! OTLP receivers on loopback: HTTP `/v1/traces` and gRPC TraceService/Export
-//! (interface; the implementation is being written).
+//! OTLP receivers on loopback: HTTP `/v1/traces` ([`http`]) and gRPC TraceService/Export
+//! ([`grpc`]), both decoding through [`decode`] and pushing into the span buffer.
 //!
 //! Start-up binds first ([`bind`], before the extension registers, so a taken port is reported
 //! before Lambda starts the runtime), then serves ([`BoundReceivers::serve`]) until cancelled.
+//!
+//! ```text
+//! socket ──▶ accept loop (one task per listener) ──▶ connection task (hyper) ──▶ request handler
+//!            http.rs: HTTP/1.1 keep-alive + h2c       decode.rs: size cap, gzip/deflate with an
+//!            grpc.rs: HTTP/2, length-prefixed          output cap, protobuf or OTLP/JSON
+//!                                                     ──▶ BufferHandle::push ──▶ response
+//!                                                         (partial_success when it was full)
+//! ```
+//!
+//! Everything runs on the extension's current-thread runtime. Idle keep-alive connections are
+//! kept open without a timer: the function's SDK reuses them across invocations, and a timer would
+//! fire right after a thaw and close connections the SDK is about to use.
+//!
+//! Shutdown: on `cancel` the accept loops stop accepting, ask every connection to shut down
+//! gracefully (idle HTTP/1 connections close at once, HTTP/2 sends GOAWAY), let in-flight requests
+//! finish for at most [`SHUTDOWN_GRACE`], then abort what is left and return.
 
+pub mod decode;
+pub mod grpc;
+pub mod http;
+
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
 
-use crate::buffer::BufferHandle;
+use crate::buffer::{BufferClosed, BufferHandle, PushOutcome, SpanBatch};
 use crate::config::Config;
+
+/// How long in-flight requests may take to finish once shutdown starts.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
 /// A receiver could not start.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +98,121 @@ impl BoundReceivers {
     /// Serves until `cancel` fires, pushing decoded spans into `buffer`. The servers' tasks are
     /// spawned into `tasks`; after cancellation they finish in-flight requests and return.
     pub fn serve(self, buffer: BufferHandle, cancel: CancellationToken, tasks: &mut JoinSet<()>) {
-        let _ = (self, buffer, cancel, tasks);
+        let shared = Arc::new(Shared {
+            buffer,
+            max_request_bytes: self.max_request_bytes,
+        });
+        let http_shared = Arc::clone(&shared);
+        tasks.spawn(accept_loop(
+            self.http,
+            "OTLP/HTTP",
+            cancel.clone(),
+            move |stream, cancel| http::serve_connection(stream, Arc::clone(&http_shared), cancel),
+        ));
+        tasks.spawn(accept_loop(
+            self.grpc,
+            "OTLP/gRPC",
+            cancel,
+            move |stream, cancel| grpc::serve_connection(stream, Arc::clone(&shared), cancel),
+        ));
     }
+}
+
+/// What every request handler needs.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) buffer: BufferHandle,
+    pub(crate) max_request_bytes: usize,
+}
+
+impl Shared {
+    /// Pushes decoded spans; the buffer counts them as received (and dropped when full).
+    pub(crate) async fn push(&self, batch: SpanBatch) -> Result<PushOutcome, BufferClosed> {
+        self.buffer.push(batch).await
+    }
+}
+
+/// The `error_message` of a partial success.
+pub(crate) fn partial_success_message(outcome: PushOutcome) -> String {
+    format!(
+        "span buffer full: {} of {} spans refused (raise OTEL_XRAY_BUFFER_MAX_SPANS or flush more often)",
+        outcome.rejected,
+        outcome.accepted + outcome.rejected
+    )
+}
+
+async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    what: &'static str,
+    cancel: CancellationToken,
+    serve_connection: F,
+) where
+    F: Fn(TcpStream, CancellationToken) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let addr = listener.local_addr().ok();
+    debug!(receiver = what, addr = ?addr, "receiver listening");
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    debug!(receiver = what, %peer, "connection accepted");
+                    connections.spawn(serve_connection(stream, cancel.clone()));
+                }
+                Err(error) => {
+                    // Out of file descriptors or a connection reset before accept: keep serving,
+                    // without spinning.
+                    warn!(receiver = what, %error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    let in_flight = connections.len();
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            receiver = what,
+            left = connections.len(),
+            "connections still busy after the shutdown grace period; closing them"
+        );
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
+    }
+    debug!(receiver = what, in_flight, "receiver stopped");
+}
+
+/// Why a body could not be read whole.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    /// More than the cap arrived; reading stopped there.
+    TooLarge,
+    /// The client went away or broke the protocol.
+    Transport(hyper::Error),
+}
+
+/// Reads a request body into memory, stopping as soon as it passes `cap` bytes. `hint` (the
+/// Content-Length, already checked against `cap`) sizes the allocation.
+pub(crate) async fn read_capped(
+    mut body: Incoming,
+    cap: usize,
+    hint: Option<usize>,
+) -> Result<Bytes, BodyError> {
+    let mut out = Vec::with_capacity(hint.unwrap_or(0).min(cap));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyError::Transport)?;
+        if let Ok(data) = frame.into_data() {
+            decode::extend_capped(&mut out, &data, cap).map_err(|_| BodyError::TooLarge)?;
+        }
+    }
+    Ok(Bytes::from(out))
 }
