@@ -334,14 +334,15 @@ pub fn encode_response(format: Format, rejected: usize, error_message: &str) -> 
         Format::Protobuf => {
             Bytes::from(ExportTraceServiceResponse { partial_success }.encode_to_vec())
         }
-        // Built by hand so that success is `{}` and int64 is a string, as the protobuf JSON
-        // mapping writes them.
+        // Built by hand so that success is `{}` rather than `{"partialSuccess":null}`.
+        // `rejectedSpans` is a JSON number: the protobuf JSON mapping accepts numbers and
+        // strings for int64, but some SDKs (opentelemetry-otlp's serde types) read only numbers.
         Format::Json => {
             let body = match partial_success {
                 None => serde_json::json!({}),
                 Some(p) => serde_json::json!({
                     "partialSuccess": {
-                        "rejectedSpans": p.rejected_spans.to_string(),
+                        "rejectedSpans": p.rejected_spans,
                         "errorMessage": p.error_message,
                     }
                 }),
@@ -720,12 +721,15 @@ mod tests {
         );
         let json: Value =
             serde_json::from_slice(&encode_response(Format::Json, 3, "full")).unwrap();
-        assert_eq!(json["partialSuccess"]["rejectedSpans"], "3");
+        assert_eq!(json["partialSuccess"]["rejectedSpans"], 3);
         assert_eq!(json["partialSuccess"]["errorMessage"], "full");
-        // The serde types read our JSON back.
+        // The serde types (what the Rust SDK parses responses with) read our JSON back.
         let back: ExportTraceServiceResponse =
             serde_json::from_slice(&encode_response(Format::Json, 0, "")).unwrap();
         assert_eq!(back, ExportTraceServiceResponse::default());
+        let back: ExportTraceServiceResponse =
+            serde_json::from_slice(&encode_response(Format::Json, 3, "full")).unwrap();
+        assert_eq!(back.partial_success.unwrap().rejected_spans, 3);
     }
 
     #[test]
