@@ -745,4 +745,45 @@ mod tests {
         let json: Value = serde_json::from_slice(&encode_status(Format::Json, 8, "big")).unwrap();
         assert_eq!(json, serde_json::json!({"code": 8, "message": "big"}));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn arbitrary_bodies_never_panic_and_respect_the_limit(
+                body in proptest::collection::vec(any::<u8>(), 0..2048),
+                limit in 0usize..4096,
+            ) {
+                let body = Bytes::from(body);
+                for compression in [Compression::Identity, Compression::Gzip, Compression::Deflate] {
+                    if let Ok(out) = decompress(body.clone(), compression, limit) {
+                        prop_assert!(out.len() <= limit);
+                    }
+                }
+                let _ = decode_request(&body, Format::Protobuf);
+                let _ = decode_request(&body, Format::Json);
+            }
+
+            #[test]
+            fn gzip_inflates_exactly_up_to_the_limit(
+                data in proptest::collection::vec(any::<u8>(), 0..8192),
+                slack in 0usize..64,
+            ) {
+                let packed = gzip(&data);
+                prop_assert_eq!(
+                    decompress(packed.clone(), Compression::Gzip, data.len() + slack).unwrap(),
+                    Bytes::from(data.clone())
+                );
+                if !data.is_empty() {
+                    let limit = data.len() - 1;
+                    prop_assert_eq!(
+                        decompress(packed, Compression::Gzip, limit).unwrap_err(),
+                        DecodeError::DecompressedTooLarge { limit }
+                    );
+                }
+            }
+        }
+    }
 }
