@@ -371,18 +371,44 @@ async fn success_response_is_framed_with_trailers() {
     assert_eq!(span_names(&h.drain().await), ["zl-0"]);
 }
 
+/// Requests are routed by Content-Type, so an SDK pointed at the wrong port still delivers.
 #[tokio::test]
-async fn requests_that_are_not_grpc_get_http_errors() {
+async fn both_ports_serve_both_protocols() {
     let h = Harness::start(MB, 1000);
+    // OTLP/HTTP protobuf over HTTP/1.1, to the gRPC port.
+    let mut c = Http1::connect(h.grpc).await;
+    let reply = c
+        .send(post(
+            "/v1/traces",
+            Some("application/x-protobuf"),
+            None,
+            full(sample_request("http-on-grpc-port", 1).encode_to_vec()),
+        ))
+        .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(span_names(&h.drain().await), ["http-on-grpc-port-0"]);
+
+    // The tonic client, to the HTTP port.
+    let mut client = TraceServiceClient::connect(format!("http://{}", h.http))
+        .await
+        .unwrap();
+    client
+        .export(sample_request("grpc-on-http-port", 1))
+        .await
+        .unwrap();
+    assert_eq!(span_names(&h.drain().await), ["grpc-on-http-port-0"]);
+
+    // Not gRPC, on the gRPC path: the OTLP/HTTP handler says where traces go.
     let mut conn = Http2::connect(h.grpc).await;
     let req = http::Request::post(format!("http://{}{EXPORT_PATH}", h.grpc))
         .header("content-type", "application/x-protobuf")
         .body(full(Bytes::new()))
         .unwrap();
     let reply = conn.send(req).await;
-    assert_eq!(reply.status, 415);
-    assert!(reply.text().contains("send application/grpc"));
+    assert_eq!(reply.status, 404);
+    // gRPC that is not a POST.
     let req = http::Request::get(format!("http://{}{EXPORT_PATH}", h.grpc))
+        .header("content-type", "application/grpc")
         .body(full(Bytes::new()))
         .unwrap();
     let reply = conn.send(req).await;

@@ -1,5 +1,6 @@
 //! OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export` on 127.0.0.1:4317,
-//! written directly on hyper's HTTP/2 server (no tonic: smaller binary, faster start).
+//! written directly on hyper's HTTP/2 server (no tonic: smaller binary, faster start). Every
+//! `application/grpc` request ends up here, on either port.
 //!
 //! A unary gRPC call is one HTTP/2 POST whose body is one length-prefixed message (1 byte
 //! compressed flag, 4 bytes big-endian length, the message); the answer is a length-prefixed
@@ -15,25 +16,19 @@
 //! | message (declared or inflated) over the cap     | RESOURCE_EXHAUSTED (8)                   |
 //! | bad framing, compression or protobuf            | INVALID_ARGUMENT (3)                     |
 //! | buffer closed (shutting down)                   | UNAVAILABLE (14)                         |
-//! | not POST / not `application/grpc`               | HTTP 405 / 415                           |
+//! | not POST                                        | HTTP 405                                 |
 
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::decode::{self, Compression, DecodeError, Format};
-use super::{Shared, partial_success_message};
+use super::{ResponseBody as GrpcBody, Shared, partial_success_message};
 use crate::buffer::SpanBatch;
 use crate::stats::RejectReason;
 
@@ -75,38 +70,6 @@ impl Code {
     }
 }
 
-type GrpcBody = BoxBody<Bytes, Infallible>;
-
-/// Serves one accepted HTTP/2 connection until it closes, or until `cancel` (then gracefully).
-pub(crate) async fn serve_connection(
-    stream: TcpStream,
-    shared: Arc<Shared>,
-    cancel: CancellationToken,
-) {
-    let service = service_fn(move |req: Request<Incoming>| {
-        let shared = Arc::clone(&shared);
-        async move { Ok::<_, Infallible>(handle(req, &shared).await) }
-    });
-    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    // Larger windows than the 64 KiB default: a 4 MiB export needs fewer round trips.
-    builder
-        .initial_stream_window_size(1 << 20)
-        .initial_connection_window_size(2 << 20)
-        .max_concurrent_streams(128);
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        () = cancel.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(error) = result {
-        debug!(receiver = "OTLP/gRPC", %error, "connection ended with an error");
-    }
-}
-
 /// A refusal: a code and a message for the client.
 #[derive(Debug)]
 struct Refusal {
@@ -134,7 +97,19 @@ impl Refusal {
     }
 }
 
-/// Handles one call. Never fails: every refusal is a response.
+/// `application/grpc`, with or without a `+proto` suffix or parameters.
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            let media_type = v.split(';').next().unwrap_or("").trim();
+            let lower = media_type.to_ascii_lowercase();
+            lower == "application/grpc" || lower.starts_with("application/grpc+")
+        })
+}
+
+/// Handles one call (a request [`is_grpc`] accepted). Never fails: every refusal is a response.
 pub(crate) async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<GrpcBody> {
     if req.method() != Method::POST {
         let mut response = http_error(

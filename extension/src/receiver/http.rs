@@ -1,5 +1,6 @@
 //! OTLP/HTTP: `POST /v1/traces` on 127.0.0.1:4318, protobuf or JSON, gzip/deflate or identity,
-//! Content-Length or chunked bodies, HTTP/1.1 keep-alive and h2c (prior knowledge).
+//! Content-Length or chunked bodies, HTTP/1.1 keep-alive and h2c (prior knowledge). Every request
+//! that is not `application/grpc` ends up here, on either port.
 //!
 //! | request                                              | response                              |
 //! |------------------------------------------------------|---------------------------------------|
@@ -16,19 +17,11 @@
 //! Error bodies are a `google.rpc.Status` in the request's format, as the OTLP spec asks, or
 //! plain text where the request's format is unknown.
 
-use std::convert::Infallible;
-use std::sync::Arc;
-
 use bytes::Bytes;
 use http::header::{ALLOW, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::decode::{self, Compression, DecodeError, Format};
@@ -38,31 +31,6 @@ use crate::stats::RejectReason;
 
 /// The only path served.
 pub const TRACES_PATH: &str = "/v1/traces";
-
-/// Serves one accepted connection until it closes, or until `cancel` (then gracefully).
-pub(crate) async fn serve_connection(
-    stream: TcpStream,
-    shared: Arc<Shared>,
-    cancel: CancellationToken,
-) {
-    let service = service_fn(move |req: Request<Incoming>| {
-        let shared = Arc::clone(&shared);
-        async move { Ok::<_, Infallible>(handle(req, &shared).await) }
-    });
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        () = cancel.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(error) = result {
-        debug!(receiver = "OTLP/HTTP", %error, "connection ended with an error");
-    }
-}
 
 /// Handles one request. Never fails: every refusal is a response.
 pub(crate) async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {

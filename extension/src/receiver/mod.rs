@@ -5,12 +5,17 @@
 //! before Lambda starts the runtime), then serves ([`BoundReceivers::serve`]) until cancelled.
 //!
 //! ```text
-//! socket ──▶ accept loop (one task per listener) ──▶ connection task (hyper) ──▶ request handler
-//!            http.rs: HTTP/1.1 keep-alive + h2c       decode.rs: size cap, gzip/deflate with an
-//!            grpc.rs: HTTP/2, length-prefixed          output cap, protobuf or OTLP/JSON
-//!                                                     ──▶ BufferHandle::push ──▶ response
-//!                                                         (partial_success when it was full)
+//! socket ──▶ accept loop ──▶ connection task ──▶ route by Content-Type ──▶ http.rs / grpc.rs
+//!            (one task per   (hyper: HTTP/1.1     application/grpc* → gRPC,   │ decode.rs: size cap,
+//!             listener)       keep-alive, or       anything else → OTLP/HTTP   │ gzip/deflate with an
+//!                             HTTP/2 by preface)                               │ output cap, protobuf
+//!                                                                              ▼ or OTLP/JSON
+//!                                        response ◀── BufferHandle::push (partial_success if full)
 //! ```
+//!
+//! Both ports serve both protocols (the OTLP spec allows multiplexing by Content-Type): an SDK
+//! left with `OTEL_EXPORTER_OTLP_PROTOCOL=grpc` but the HTTP port, or the other way round, still
+//! delivers its spans instead of failing.
 //!
 //! Everything runs on the extension's current-thread runtime. Idle keep-alive connections are
 //! kept open without a timer: the function's SDK reuses them across invocations, and a timer would
@@ -24,14 +29,19 @@ pub mod decode;
 pub mod grpc;
 pub mod http;
 
-use std::future::Future;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ::http::{Request, Response};
 use bytes::Bytes;
 use http_body_util::BodyExt;
+use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -102,19 +112,13 @@ impl BoundReceivers {
             buffer,
             max_request_bytes: self.max_request_bytes,
         });
-        let http_shared = Arc::clone(&shared);
         tasks.spawn(accept_loop(
             self.http,
             "OTLP/HTTP",
+            Arc::clone(&shared),
             cancel.clone(),
-            move |stream, cancel| http::serve_connection(stream, Arc::clone(&http_shared), cancel),
         ));
-        tasks.spawn(accept_loop(
-            self.grpc,
-            "OTLP/gRPC",
-            cancel,
-            move |stream, cancel| grpc::serve_connection(stream, Arc::clone(&shared), cancel),
-        ));
+        tasks.spawn(accept_loop(self.grpc, "OTLP/gRPC", shared, cancel));
     }
 }
 
@@ -141,15 +145,15 @@ pub(crate) fn partial_success_message(outcome: PushOutcome) -> String {
     )
 }
 
-async fn accept_loop<F, Fut>(
+/// Every response body.
+pub(crate) type ResponseBody = BoxBody<Bytes, Infallible>;
+
+async fn accept_loop(
     listener: TcpListener,
     what: &'static str,
+    shared: Arc<Shared>,
     cancel: CancellationToken,
-    serve_connection: F,
-) where
-    F: Fn(TcpStream, CancellationToken) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
+) {
     let addr = listener.local_addr().ok();
     debug!(receiver = what, addr = ?addr, "receiver listening");
     let mut connections = JoinSet::new();
@@ -162,7 +166,12 @@ async fn accept_loop<F, Fut>(
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     debug!(receiver = what, %peer, "connection accepted");
-                    connections.spawn(serve_connection(stream, cancel.clone()));
+                    connections.spawn(serve_connection(
+                        stream,
+                        what,
+                        Arc::clone(&shared),
+                        cancel.clone(),
+                    ));
                 }
                 Err(error) => {
                     // Out of file descriptors or a connection reset before accept: keep serving,
@@ -189,6 +198,48 @@ async fn accept_loop<F, Fut>(
         while connections.join_next().await.is_some() {}
     }
     debug!(receiver = what, in_flight, "receiver stopped");
+}
+
+/// Serves one accepted connection until it closes, or until `cancel` (then gracefully: an idle
+/// HTTP/1 connection closes at once, HTTP/2 sends GOAWAY and finishes its streams).
+async fn serve_connection(
+    stream: TcpStream,
+    what: &'static str,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) {
+    let service = service_fn(move |req: Request<Incoming>| {
+        let shared = Arc::clone(&shared);
+        async move { Ok::<_, Infallible>(route(req, &shared).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Larger windows than the 64 KiB default: a 4 MiB export needs fewer round trips.
+    builder
+        .http2()
+        .initial_stream_window_size(1 << 20)
+        .initial_connection_window_size(2 << 20)
+        .max_concurrent_streams(128);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = cancel.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(error) = result {
+        debug!(receiver = what, %error, "connection ended with an error");
+    }
+}
+
+/// gRPC by Content-Type, OTLP/HTTP otherwise.
+async fn route(req: Request<Incoming>, shared: &Shared) -> Response<ResponseBody> {
+    if grpc::is_grpc(req.headers()) {
+        grpc::handle(req, shared).await
+    } else {
+        http::handle(req, shared).await.map(BodyExt::boxed)
+    }
 }
 
 /// Why a body could not be read whole.
