@@ -124,7 +124,7 @@ pub fn nanos_to_seconds(nanos: u64) -> f64 {
 
 /// Appends Unix nanoseconds as X-Ray epoch seconds with microsecond precision, written exactly in
 /// decimal (`1760000000.123456`, trailing zeros dropped, at least one decimal).
-pub(crate) fn write_epoch_seconds(out: &mut String, nanos: u64) {
+pub fn write_epoch_seconds(out: &mut String, nanos: u64) {
     let secs = nanos / 1_000_000_000;
     let mut micros = (nanos % 1_000_000_000) / 1_000;
     write_u64(out, secs);

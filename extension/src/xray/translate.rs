@@ -455,3 +455,1053 @@ fn break_cycles(nodes: &mut [Node<'_>]) {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+#[cfg(test)]
+mod tests {
+    //! One rule at a time: a span in, the document out, checked field by field. Every document
+    //! is validated against the X-Ray schema.
+
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::{
+        AnyValue, ArrayValue, KeyValue, KeyValueList, any_value::Value,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Status, span};
+    use serde_json::{Value as J, json};
+
+    const TRACE: [u8; 16] = [
+        0x5b, 0x8e, 0xff, 0xf7, 0x98, 0x03, 0x81, 0x03, 0xd2, 0x69, 0xb6, 0x33, 0x81, 0x3f, 0xc6,
+        0x0c,
+    ];
+    const T0: u64 = 1_760_000_000_000_000_000;
+
+    fn s(k: &str, v: &str) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(Value::StringValue(v.into())),
+            }),
+            ..Default::default()
+        }
+    }
+    fn i(k: &str, v: i64) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(Value::IntValue(v)),
+            }),
+            ..Default::default()
+        }
+    }
+    fn any(k: &str, v: Value) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
+        }
+    }
+
+    fn sp(id: u8, parent: Option<u8>, kind: SpanKind, attrs: Vec<KeyValue>) -> Span {
+        Span {
+            trace_id: TRACE.to_vec(),
+            span_id: vec![0, 0, 0, 0, 0, 0, 0, id],
+            parent_span_id: parent
+                .map(|p| vec![0, 0, 0, 0, 0, 0, 0, p])
+                .unwrap_or_default(),
+            name: format!("span {id}"),
+            kind: kind as i32,
+            start_time_unix_nano: T0,
+            end_time_unix_nano: T0 + 1_000_000,
+            attributes: attrs,
+            ..Default::default()
+        }
+    }
+
+    fn run_with(
+        spans: Vec<Span>,
+        resource: Vec<KeyValue>,
+        options: &TranslateOptions,
+    ) -> (Translation, Vec<J>) {
+        let rs = vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: resource,
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            schema_url: String::new(),
+        }];
+        let t = translate(&rs, options);
+        let docs = t
+            .documents
+            .iter()
+            .map(|d| {
+                common::assert_valid_xray_document(&d.json);
+                serde_json::from_str(&d.json).unwrap()
+            })
+            .collect();
+        (t, docs)
+    }
+
+    fn run(spans: Vec<Span>, resource: Vec<KeyValue>) -> Vec<J> {
+        run_with(spans, resource, &TranslateOptions::default()).1
+    }
+
+    /// The single document of a single span.
+    fn doc(kind: SpanKind, attrs: Vec<KeyValue>) -> J {
+        let mut docs = run(vec![sp(1, None, kind, attrs)], vec![]);
+        assert_eq!(docs.len(), 1);
+        docs.remove(0)
+    }
+
+    /// The single embedded subsegment of a SERVER parent.
+    fn sub(kind: SpanKind, attrs: Vec<KeyValue>) -> J {
+        let docs = run(
+            vec![
+                sp(1, None, SpanKind::Server, vec![]),
+                sp(2, Some(1), kind, attrs),
+            ],
+            vec![],
+        );
+        assert_eq!(docs.len(), 1);
+        docs[0]["subsegments"][0].clone()
+    }
+
+    #[test]
+    fn server_spans_and_roots_are_segments_others_are_embedded() {
+        let docs = run(
+            vec![
+                sp(1, Some(9), SpanKind::Server, vec![]),
+                sp(2, Some(1), SpanKind::Client, vec![]),
+                sp(3, Some(2), SpanKind::Internal, vec![]),
+                sp(4, None, SpanKind::Internal, vec![]),
+                sp(5, Some(1), SpanKind::Server, vec![]),
+            ],
+            vec![],
+        );
+        assert_eq!(docs.len(), 3);
+        assert_eq!(docs[0]["id"], "0000000000000001");
+        assert_eq!(
+            docs[0]["parent_id"], "0000000000000009",
+            "a remote parent is kept"
+        );
+        assert_eq!(docs[0]["trace_id"], "1-5b8efff7-98038103d269b633813fc60c");
+        assert!(docs[0].get("type").is_none());
+        assert_eq!(docs[0]["subsegments"][0]["id"], "0000000000000002");
+        assert_eq!(
+            docs[0]["subsegments"][0]["subsegments"][0]["id"],
+            "0000000000000003"
+        );
+        assert!(
+            docs[0]["subsegments"][0].get("trace_id").is_none(),
+            "embedded subsegments carry no trace id"
+        );
+        assert_eq!(docs[1]["id"], "0000000000000004");
+        assert!(docs[1].get("parent_id").is_none());
+        assert_eq!(
+            docs[2]["id"], "0000000000000005",
+            "a SERVER child is a segment of its own"
+        );
+        assert_eq!(docs[2]["parent_id"], "0000000000000001");
+    }
+
+    #[test]
+    fn a_subsegment_without_its_parent_is_an_independent_document() {
+        let docs = run(vec![sp(2, Some(1), SpanKind::Client, vec![])], vec![]);
+        assert_eq!(docs[0]["type"], "subsegment");
+        assert_eq!(docs[0]["parent_id"], "0000000000000001");
+        assert_eq!(docs[0]["trace_id"], "1-5b8efff7-98038103d269b633813fc60c");
+    }
+
+    #[test]
+    fn times_are_epoch_seconds_and_end_is_clamped() {
+        let mut span = sp(1, None, SpanKind::Server, vec![]);
+        span.start_time_unix_nano = T0 + 123_456_789;
+        span.end_time_unix_nano = T0;
+        let d = &run(vec![span], vec![])[0];
+        assert_eq!(d["start_time"], json!(1_760_000_000.123_456));
+        assert_eq!(d["end_time"], d["start_time"]);
+    }
+
+    #[test]
+    fn name_rules_in_order() {
+        use SpanKind::*;
+        let res = vec![s("service.name", "svc")];
+        let cases: Vec<(SpanKind, Vec<KeyValue>, &str)> = vec![
+            (
+                Server,
+                vec![s("aws.local.service", "local"), s("peer.service", "peer")],
+                "local",
+            ),
+            (
+                Client,
+                vec![s("aws.local.service", "local"), s("peer.service", "peer")],
+                "peer",
+            ),
+            (
+                Client,
+                vec![
+                    s("aws.remote.service", "AWS::DynamoDB"),
+                    s("rpc.system", "aws-api"),
+                    s("peer.service", "p"),
+                ],
+                "DynamoDB",
+            ),
+            (
+                Client,
+                vec![
+                    s("aws.remote.service", "AWS.SDK.S3"),
+                    s("rpc.system", "aws-api"),
+                ],
+                "S3",
+            ),
+            (
+                Client,
+                vec![s("aws.remote.service", "AWS::Thing")],
+                "AWS::Thing",
+            ),
+            (
+                Client,
+                vec![s("peer.service", "peer"), s("aws.service", "S3")],
+                "peer",
+            ),
+            (
+                Client,
+                vec![s("aws.service", "S3"), s("db.name", "d")],
+                "S3",
+            ),
+            (
+                Client,
+                vec![
+                    s("db.name", "shop"),
+                    s("db.connection_string", "jdbc:mysql://db.example.com:3306"),
+                ],
+                "shop@db.example.com",
+            ),
+            (
+                Client,
+                vec![
+                    s("db.namespace", "shop"),
+                    s("server.address", "pg.internal"),
+                ],
+                "shop@pg.internal",
+            ),
+            (Client, vec![s("db.name", "shop")], "shop"),
+            (Server, vec![s("rpc.service", "Greeter")], "svc"),
+            (
+                Client,
+                vec![s("rpc.service", "Greeter"), s("http.host", "h")],
+                "Greeter",
+            ),
+            (
+                Client,
+                vec![
+                    s("http.host", "h.example.com:8080"),
+                    s("net.peer.name", "n"),
+                ],
+                "h.example.com:8080",
+            ),
+            (
+                Client,
+                vec![s("net.peer.name", "n"), s("server.address", "a")],
+                "n",
+            ),
+            (
+                Client,
+                vec![s("server.address", "a.example.com")],
+                "a.example.com",
+            ),
+            (Internal, vec![], "span 1"),
+            (Internal, vec![s("peer.service", "<>")], "span 1"),
+        ];
+        for (kind, attrs, want) in cases {
+            let d = &run(vec![sp(1, None, kind, attrs.clone())], res.clone())[0];
+            assert_eq!(d["name"], want, "{kind:?} {attrs:?}");
+        }
+        let mut unnamed = sp(1, None, Internal, vec![]);
+        unnamed.name = "{}<>".into();
+        assert_eq!(run(vec![unnamed], vec![])[0]["name"], "span");
+    }
+
+    #[test]
+    fn namespaces() {
+        use SpanKind::*;
+        assert_eq!(
+            sub(Client, vec![s("rpc.system", "aws-api")])["namespace"],
+            "aws"
+        );
+        assert_eq!(
+            sub(Internal, vec![s("aws.service", "S3")])["namespace"],
+            "aws"
+        );
+        assert_eq!(
+            sub(Client, vec![s("http.request.method", "GET")])["namespace"],
+            "remote"
+        );
+        assert_eq!(
+            sub(Producer, vec![s("aws.remote.service", "queue")])["namespace"],
+            "remote"
+        );
+        assert!(sub(Producer, vec![]).get("namespace").is_none());
+        assert!(sub(Internal, vec![]).get("namespace").is_none());
+    }
+
+    #[test]
+    fn http_urls_rebuilt_from_parts_old_and_new() {
+        use SpanKind::*;
+        let url = |kind, attrs: Vec<KeyValue>| {
+            let mut a = vec![s("http.method", "GET")];
+            a.extend(attrs);
+            doc(kind, a)["http"]["request"]["url"].clone()
+        };
+        assert_eq!(
+            url(Server, vec![s("http.url", "https://x/y?z")]),
+            "https://x/y?z"
+        );
+        assert_eq!(
+            url(Server, vec![s("url.full", "https://x/y")]),
+            "https://x/y"
+        );
+        assert_eq!(
+            url(
+                Server,
+                vec![
+                    s("http.scheme", "https"),
+                    s("http.server_name", "api"),
+                    i("net.host.port", 8443),
+                    s("http.target", "/a?b")
+                ]
+            ),
+            "https://api:8443/a?b"
+        );
+        assert_eq!(
+            url(
+                Server,
+                vec![
+                    s("http.scheme", "https"),
+                    s("http.host", "api:1"),
+                    i("net.host.port", 2),
+                    s("http.target", "/")
+                ]
+            ),
+            "https://api:1/"
+        );
+        assert_eq!(
+            url(
+                Server,
+                vec![
+                    s("url.scheme", "https"),
+                    s("server.address", "shop"),
+                    i("server.port", 443),
+                    s("url.path", "/p"),
+                    s("url.query", "q=1")
+                ]
+            ),
+            "https://shop/p?q=1"
+        );
+        assert_eq!(
+            url(
+                Server,
+                vec![s("server.address", "shop"), s("server.port", "80")]
+            ),
+            "http://shop/"
+        );
+        assert_eq!(
+            url(
+                Client,
+                vec![
+                    s("net.peer.name", "peer"),
+                    i("net.peer.port", 8080),
+                    s("http.target", "/t")
+                ]
+            ),
+            "http://peer:8080/t"
+        );
+        assert_eq!(
+            url(
+                Client,
+                vec![
+                    s("url.scheme", "https"),
+                    s("server.address", "api"),
+                    i("server.port", 8443),
+                    s("url.path", "/v1")
+                ]
+            ),
+            "https://api:8443/v1"
+        );
+        assert_eq!(
+            url(Client, vec![s("net.peer.ip", "10.0.0.1")]),
+            "http://10.0.0.1/"
+        );
+        assert_eq!(
+            url(Client, vec![s("url.path", "/only")]),
+            J::Null,
+            "no host, no url"
+        );
+        let long = format!("https://x/{}", "a".repeat(300));
+        let (t, docs) = run_with(
+            vec![sp(
+                1,
+                None,
+                Server,
+                vec![s("http.method", "GET"), s("url.full", &long)],
+            )],
+            vec![],
+            &TranslateOptions::default(),
+        );
+        assert_eq!(
+            docs[0]["http"]["request"]["url"]
+                .as_str()
+                .unwrap()
+                .chars()
+                .count(),
+            250
+        );
+        assert_eq!(t.truncated_values, 1);
+    }
+
+    #[test]
+    fn http_request_fields_old_and_new() {
+        use SpanKind::*;
+        for (method, ua, status) in [
+            ("http.method", "http.user_agent", "http.status_code"),
+            (
+                "http.request.method",
+                "user_agent.original",
+                "http.response.status_code",
+            ),
+        ] {
+            let d = doc(
+                Server,
+                vec![s(method, "PUT"), s(ua, "curl"), i(status, 201)],
+            );
+            assert_eq!(
+                d["http"],
+                json!({"request": {"method": "PUT", "user_agent": "curl"}, "response": {"status": 201}})
+            );
+            assert!(
+                d.get("metadata").is_none(),
+                "fields used are not repeated in metadata"
+            );
+        }
+        let d = doc(
+            Server,
+            vec![s("http.method", "GET"), s("http.client_ip", "1.2.3.4")],
+        );
+        assert_eq!(d["http"]["request"]["client_ip"], "1.2.3.4");
+        assert_eq!(d["http"]["request"]["x_forwarded_for"], true);
+        let d = doc(
+            Server,
+            vec![
+                s("http.request.method", "GET"),
+                s("client.address", "1.2.3.4"),
+                s("network.peer.address", "10.0.0.9"),
+            ],
+        );
+        assert_eq!(d["http"]["request"]["client_ip"], "1.2.3.4");
+        assert!(
+            d["http"]["request"].get("x_forwarded_for").is_none(),
+            "a direct peer address means no proxy"
+        );
+        let d = doc(
+            Server,
+            vec![
+                s("http.request.method", "GET"),
+                s("client.address", "not-an-ip"),
+                s("network.peer.address", "10.0.0.9"),
+            ],
+        );
+        assert_eq!(d["http"]["request"]["client_ip"], "10.0.0.9");
+        assert_eq!(d["metadata"]["default"]["client.address"], "not-an-ip");
+        let d = sub(
+            Client,
+            vec![s("http.method", "GET"), s("http.client_ip", "1.2.3.4")],
+        );
+        assert!(
+            d["http"]["request"].get("x_forwarded_for").is_none(),
+            "segments only"
+        );
+        let d = doc(
+            Client,
+            vec![
+                s("http.method", "GET"),
+                i("http.response_content_length", 12),
+            ],
+        );
+        assert_eq!(d["http"]["response"]["content_length"], 12);
+        let d = doc(
+            Client,
+            vec![s("http.method", "GET"), i("http.response.body.size", 13)],
+        );
+        assert_eq!(d["http"]["response"]["content_length"], 13);
+        let d = doc(Client, vec![s("server.address", "a"), i("server.port", 1)]);
+        assert!(d.get("http").is_none(), "no HTTP attribute, no http object");
+        assert_eq!(d["metadata"]["default"]["server.port"], 1);
+    }
+
+    #[test]
+    fn error_throttle_fault() {
+        use SpanKind::*;
+        let flags = |attrs: Vec<KeyValue>, status: i32| {
+            let mut span = sp(1, None, Server, attrs);
+            span.status = Some(Status {
+                code: status,
+                message: String::new(),
+            });
+            let d = run(vec![span], vec![]).remove(0);
+            (
+                d.get("error").is_some(),
+                d.get("throttle").is_some(),
+                d.get("fault").is_some(),
+            )
+        };
+        assert_eq!(
+            flags(vec![i("http.status_code", 200)], 0),
+            (false, false, false)
+        );
+        assert_eq!(
+            flags(vec![i("http.status_code", 404)], 2),
+            (true, false, false)
+        );
+        assert_eq!(
+            flags(vec![i("http.response.status_code", 429)], 0),
+            (true, true, false)
+        );
+        assert_eq!(
+            flags(vec![i("http.response.status_code", 503)], 0),
+            (false, false, true)
+        );
+        assert_eq!(
+            flags(vec![s("http.status_code", "500")], 0),
+            (false, false, true)
+        );
+        assert_eq!(flags(vec![], 2), (false, false, true));
+        assert_eq!(
+            flags(vec![i("http.status_code", 302)], 2),
+            (false, false, true)
+        );
+        assert_eq!(flags(vec![], 1), (false, false, false));
+    }
+
+    #[test]
+    fn aws_object() {
+        use SpanKind::*;
+        let d = sub(
+            Client,
+            vec![
+                s("rpc.system", "aws-api"),
+                s("rpc.method", "GetItem"),
+                s("aws.operation", "Op"),
+                s("aws.region", "r"),
+                s("aws.requestId", "id"),
+                s("aws.table.name", "t"),
+            ],
+        );
+        assert_eq!(
+            d["aws"],
+            json!({"operation": "Op", "region": "r", "request_id": "id", "table_name": "t"})
+        );
+        assert_eq!(
+            d["metadata"]["default"]["rpc.method"], "GetItem",
+            "not used: aws.operation wins"
+        );
+        let d = sub(
+            Client,
+            vec![s("aws.queue.url", "old"), s("messaging.url", "new")],
+        );
+        assert_eq!(d["aws"]["queue_url"], "new");
+        assert_eq!(d["metadata"]["default"]["aws.queue.url"], "old");
+        let d = sub(Client, vec![s("aws.sqs.queue.url", "https://sqs/q")]);
+        assert_eq!(d["aws"]["queue_url"], "https://sqs/q");
+        let d = sub(Client, vec![s("aws.dynamodb.table_names", "one")]);
+        assert_eq!(d["aws"]["table_name"], "one");
+        let d = sub(
+            Client,
+            vec![any(
+                "aws.dynamodb.table_names",
+                Value::ArrayValue(ArrayValue { values: vec![] }),
+            )],
+        );
+        assert!(d.get("aws").is_none());
+        // Account: the span's own attribute, else the resource's; resource facts on segments only.
+        let res = vec![
+            s("cloud.account.id", "111"),
+            s("telemetry.sdk.name", "opentelemetry"),
+            s("telemetry.sdk.language", "rust"),
+        ];
+        let docs = run(
+            vec![
+                sp(1, None, Server, vec![]),
+                sp(2, Some(1), Client, vec![s("aws.account_id", "222")]),
+                sp(3, Some(1), Client, vec![]),
+            ],
+            res,
+        );
+        assert_eq!(
+            docs[0]["aws"],
+            json!({"account_id": "111", "xray": {"sdk": "opentelemetry for rust", "auto_instrumentation": false}})
+        );
+        assert_eq!(
+            docs[0]["subsegments"][0]["aws"],
+            json!({"account_id": "222"})
+        );
+        assert_eq!(
+            docs[0]["subsegments"][1]["aws"],
+            json!({"account_id": "111"})
+        );
+        // Not on AWS: no aws object, the attributes stay in metadata.
+        let docs = run(
+            vec![sp(1, None, Server, vec![s("aws.region", "r")])],
+            vec![
+                s("cloud.provider", "gcp"),
+                s("cloud.platform", "aws_lambda"),
+            ],
+        );
+        assert!(docs[0].get("aws").is_none());
+        assert!(docs[0].get("origin").is_none());
+        assert_eq!(docs[0]["metadata"]["default"]["aws.region"], "r");
+        // An SDK name that already says its language is kept.
+        let docs = run(
+            vec![sp(1, None, Server, vec![])],
+            vec![
+                s("telemetry.sdk.name", "X-Ray SDK for Java"),
+                s("telemetry.sdk.language", "java"),
+            ],
+        );
+        assert_eq!(docs[0]["aws"]["xray"]["sdk"], "X-Ray SDK for Java");
+    }
+
+    #[test]
+    fn origins() {
+        let origin = |res: Vec<KeyValue>| {
+            run(vec![sp(1, None, SpanKind::Server, vec![])], res).remove(0)["origin"].clone()
+        };
+        assert_eq!(
+            origin(vec![s("cloud.platform", "aws_lambda")]),
+            "AWS::Lambda::Function"
+        );
+        assert_eq!(
+            origin(vec![
+                s("cloud.provider", "aws"),
+                s("cloud.platform", "aws_ec2")
+            ]),
+            "AWS::EC2::Instance"
+        );
+        assert_eq!(
+            origin(vec![
+                s("cloud.platform", "aws_ecs"),
+                s("aws.ecs.launchtype", "fargate")
+            ]),
+            "AWS::ECS::Fargate"
+        );
+        assert_eq!(
+            origin(vec![s("cloud.platform", "aws_ecs")]),
+            "AWS::ECS::Container"
+        );
+        assert_eq!(
+            origin(vec![s("cloud.platform", "aws_eks")]),
+            "AWS::EKS::Container"
+        );
+        assert_eq!(origin(vec![s("cloud.platform", "gcp_cloud_run")]), J::Null);
+        assert_eq!(origin(vec![]), J::Null);
+        // Subsegments carry no origin.
+        let docs = run(
+            vec![sp(2, Some(1), SpanKind::Client, vec![])],
+            vec![s("cloud.platform", "aws_lambda")],
+        );
+        assert!(docs[0].get("origin").is_none());
+    }
+
+    #[test]
+    fn sql_for_sql_databases_only() {
+        use SpanKind::*;
+        let d = sub(
+            Client,
+            vec![
+                s("db.system", "postgresql"),
+                s("db.name", "shop"),
+                s("db.user", "u"),
+                s("db.statement", "SELECT 1"),
+                s("db.connection_string", "postgresql://h:5432"),
+            ],
+        );
+        assert_eq!(
+            d["sql"],
+            json!({"url": "span 2", "connection_string": "postgresql://h:5432/shop", "database_type": "postgresql", "user": "u", "sanitized_query": "SELECT 1"})
+        );
+        let d = sub(
+            Client,
+            vec![
+                s("db.system.name", "microsoft.sql_server"),
+                s("db.namespace", "n"),
+                s("db.query.text", "SELECT 2"),
+                s("server.address", "sql"),
+                i("server.port", 1433),
+            ],
+        );
+        assert_eq!(
+            d["sql"],
+            json!({"url": "span 2", "connection_string": "sql:1433/n", "database_type": "microsoft.sql_server", "sanitized_query": "SELECT 2"})
+        );
+        let d = sub(Client, vec![s("db.system", "mysql")]);
+        assert_eq!(d["sql"]["connection_string"], "localhost/");
+        let d = sub(
+            Client,
+            vec![s("db.system", "dynamodb"), s("db.statement", "x")],
+        );
+        assert!(d.get("sql").is_none());
+        assert_eq!(d["metadata"]["default"]["db.statement"], "x");
+    }
+
+    #[test]
+    fn user_from_enduser_id() {
+        let d = doc(
+            SpanKind::Server,
+            vec![s("enduser.id", "alice"), i("enduser.role", 1)],
+        );
+        assert_eq!(d["user"], "alice");
+        assert!(d["metadata"]["default"].get("enduser.id").is_none());
+        assert_eq!(d["metadata"]["default"]["enduser.role"], 1);
+    }
+
+    #[test]
+    fn cause_from_exception_events_and_status() {
+        use SpanKind::*;
+        let ev = |msg: &str| span::Event {
+            name: "exception".into(),
+            attributes: vec![s("exception.type", "E"), s("exception.message", msg)],
+            ..Default::default()
+        };
+        let mut client = sp(2, Some(1), Client, vec![]);
+        client.events = vec![
+            ev("a"),
+            span::Event {
+                name: "log".into(),
+                ..Default::default()
+            },
+            ev("b"),
+        ];
+        let docs = run(vec![sp(1, None, Server, vec![]), client], vec![]);
+        let ex = docs[0]["subsegments"][0]["cause"]["exceptions"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert_eq!(ex.len(), 2);
+        assert_eq!(
+            (
+                ex[0]["message"].clone(),
+                ex[0]["type"].clone(),
+                ex[0]["remote"].clone()
+            ),
+            (json!("a"), json!("E"), json!(true))
+        );
+        assert_ne!(ex[0]["id"], ex[1]["id"]);
+        // Deterministic.
+        let mut again = sp(2, Some(1), Client, vec![]);
+        again.events = vec![ev("a")];
+        let d = run(vec![again], vec![]).remove(0);
+        assert_eq!(d["cause"]["exceptions"][0]["id"], ex[0]["id"]);
+        // Status message, or http.status_text, without exception events.
+        let mut e = sp(1, None, Server, vec![s("http.status_text", "Bad Gateway")]);
+        e.status = Some(Status {
+            code: 2,
+            message: String::new(),
+        });
+        let d = run(vec![e], vec![]).remove(0);
+        assert_eq!(d["cause"]["exceptions"][0]["message"], "Bad Gateway");
+        assert!(d["cause"]["exceptions"][0].get("remote").is_none());
+        let mut ok = sp(1, None, Server, vec![]);
+        ok.status = Some(Status {
+            code: 1,
+            message: "fine".into(),
+        });
+        assert!(run(vec![ok], vec![]).remove(0).get("cause").is_none());
+    }
+
+    #[test]
+    fn long_stacks_are_cut_and_say_so() {
+        let trace: String = std::iter::once("java.lang.Error: deep\n".to_owned())
+            .chain((0..80).map(|n| format!("\tat a.B.m{n}(B.java:{n})\n")))
+            .collect();
+        let mut span = sp(1, None, SpanKind::Server, vec![]);
+        span.events = vec![span::Event {
+            name: "exception".into(),
+            attributes: vec![
+                s("exception.type", "java.lang.Error"),
+                s("exception.stacktrace", &trace),
+            ],
+            ..Default::default()
+        }];
+        let d = run(vec![span], vec![s("telemetry.sdk.language", "java")]).remove(0);
+        let e = &d["cause"]["exceptions"][0];
+        assert_eq!(e["stack"].as_array().unwrap().len(), 50);
+        assert_eq!(e["truncated"], 30);
+        assert_eq!(
+            e["stack"][0],
+            json!({"path": "B.java", "line": 0, "label": "a.B.m0"})
+        );
+    }
+
+    #[test]
+    fn annotations_only_for_allow_listed_keys() {
+        let attrs = vec![
+            s("tenant", "acme"),
+            s("baggage.user", "u"),
+            i("n", 1),
+            any("d", Value::DoubleValue(f64::NAN)),
+            any("l", Value::ArrayValue(ArrayValue::default())),
+            s("http.request.method", "GET"),
+        ];
+        let allow = TranslateOptions {
+            indexed_attributes: vec![
+                "tenant".into(),
+                "d".into(),
+                "l".into(),
+                "http.request.method".into(),
+            ],
+            ..TranslateOptions::default()
+        };
+        let (_, docs) = run_with(
+            vec![sp(1, None, SpanKind::Server, attrs.clone())],
+            vec![],
+            &allow,
+        );
+        assert_eq!(
+            docs[0]["annotations"],
+            json!({"tenant": "acme", "http_request_method": "GET"})
+        );
+        assert_eq!(docs[0]["metadata"]["default"]["baggage.user"], "u");
+        assert_eq!(docs[0]["metadata"]["default"]["d"], "NaN");
+        assert_eq!(
+            docs[0]["http"]["request"]["method"], "GET",
+            "indexed and still used"
+        );
+        let none = TranslateOptions::default();
+        let (_, docs) = run_with(
+            vec![sp(1, None, SpanKind::Server, attrs.clone())],
+            vec![],
+            &none,
+        );
+        assert!(docs[0].get("annotations").is_none());
+        let all = TranslateOptions {
+            index_all_attributes: true,
+            ..TranslateOptions::default()
+        };
+        let (_, docs) = run_with(vec![sp(1, None, SpanKind::Server, attrs)], vec![], &all);
+        assert_eq!(
+            docs[0]["annotations"],
+            json!({"tenant": "acme", "baggage_user": "u", "n": 1}),
+            "used attributes are not repeated"
+        );
+        // At most 50 a (sub)segment; the rest stay in metadata.
+        let many: Vec<KeyValue> = (0..60).map(|n| i(&format!("k{n}"), n)).collect();
+        let (_, docs) = run_with(vec![sp(1, None, SpanKind::Internal, many)], vec![], &all);
+        assert_eq!(docs[0]["annotations"].as_object().unwrap().len(), 50);
+        assert_eq!(
+            docs[0]["metadata"]["default"].as_object().unwrap().len(),
+            10
+        );
+    }
+
+    #[test]
+    fn metadata_holds_any_value() {
+        let mut nested = AnyValue {
+            value: Some(Value::IntValue(1)),
+        };
+        for _ in 0..12 {
+            nested = AnyValue {
+                value: Some(Value::ArrayValue(ArrayValue {
+                    values: vec![nested],
+                })),
+            };
+        }
+        let d = doc(
+            SpanKind::Internal,
+            vec![
+                any("bytes", Value::BytesValue(b"hi".to_vec())),
+                any("inf", Value::DoubleValue(f64::INFINITY)),
+                any(
+                    "map",
+                    Value::KvlistValue(KeyValueList {
+                        values: vec![s("a", "b")],
+                    }),
+                ),
+                KeyValue {
+                    key: "empty".into(),
+                    value: None,
+                    ..Default::default()
+                },
+                KeyValue {
+                    key: "nested".into(),
+                    value: Some(nested),
+                    ..Default::default()
+                },
+            ],
+        );
+        let m = &d["metadata"]["default"];
+        assert_eq!(m["bytes"], "aGk=");
+        assert_eq!(m["inf"], "Infinity");
+        assert_eq!(m["map"], json!({"a": "b"}));
+        assert!(m.get("empty").is_none());
+        // Eight levels of structure, the rest as JSON text.
+        let mut v = &m["nested"];
+        for _ in 0..8 {
+            v = &v[0];
+        }
+        assert_eq!(v, &json!("[[[[1]]]]"));
+    }
+
+    #[test]
+    fn links_in_the_collector_format() {
+        let mut span = sp(1, None, SpanKind::Consumer, vec![]);
+        span.links = vec![
+            span::Link {
+                trace_id: TRACE.to_vec(),
+                span_id: vec![9; 8],
+                attributes: vec![s("k", "v")],
+                ..Default::default()
+            },
+            span::Link {
+                trace_id: vec![0; 16],
+                span_id: vec![9; 8],
+                ..Default::default()
+            },
+        ];
+        let (t, docs) = run_with(vec![span], vec![], &TranslateOptions::default());
+        assert_eq!(
+            docs[0]["links"],
+            json!([{"trace_id": "1-5b8efff7-98038103d269b633813fc60c", "id": "0909090909090909", "attributes": {"k": "v"}}])
+        );
+        assert_eq!(t.truncated_values, 1, "the invalid link is counted");
+    }
+
+    #[test]
+    fn invalid_ids_are_counted_never_translated() {
+        let mut bad_trace = sp(1, None, SpanKind::Server, vec![]);
+        bad_trace.trace_id = vec![1; 8];
+        let mut zero_span = sp(2, None, SpanKind::Server, vec![]);
+        zero_span.span_id = vec![0; 8];
+        let mut bad_parent = sp(3, None, SpanKind::Client, vec![]);
+        bad_parent.parent_span_id = vec![1; 4];
+        let mut zero_parent = sp(4, None, SpanKind::Client, vec![]);
+        zero_parent.parent_span_id = vec![0; 8];
+        let (t, docs) = run_with(
+            vec![bad_trace, zero_span, bad_parent, zero_parent],
+            vec![],
+            &TranslateOptions::default(),
+        );
+        assert_eq!(t.invalid_spans, 3);
+        assert_eq!(docs.len(), 1);
+        assert_eq!(docs[0]["id"], "0000000000000004");
+        assert!(
+            docs[0].get("parent_id").is_none(),
+            "an all-zero parent id means no parent"
+        );
+        assert!(
+            translate(&[], &TranslateOptions::default())
+                .documents
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn deep_chains_are_cut_into_documents() {
+        let mut spans = vec![sp(1, None, SpanKind::Server, vec![])];
+        for id in 2..=100u8 {
+            spans.push(sp(id, Some(id - 1), SpanKind::Internal, vec![]));
+        }
+        let (t, docs) = run_with(spans, vec![], &TranslateOptions::default());
+        fn depth(v: &J) -> usize {
+            v.get("subsegments").map_or(0, |s| {
+                1 + s.as_array().unwrap().iter().map(depth).max().unwrap_or(0)
+            })
+        }
+        assert!(docs.iter().all(|d| depth(d) <= MAX_EMBED_DEPTH));
+        assert_eq!(docs.len(), 4);
+        assert_eq!(t.documents.iter().map(|d| d.spans).sum::<usize>(), 100);
+        assert_eq!(docs[1]["type"], "subsegment");
+        assert_eq!(docs[1]["parent_id"], "0000000000000019");
+    }
+
+    #[test]
+    fn parent_cycles_and_duplicates_keep_every_span_once() {
+        let spans = vec![
+            sp(1, Some(2), SpanKind::Internal, vec![]),
+            sp(2, Some(1), SpanKind::Internal, vec![]),
+            sp(3, Some(3), SpanKind::Internal, vec![]),
+        ];
+        let (t, docs) = run_with(spans, vec![], &TranslateOptions::default());
+        assert_eq!(t.documents.iter().map(|d| d.spans).sum::<usize>(), 3);
+        assert_eq!(docs.len(), 2);
+        let dup = vec![
+            sp(1, None, SpanKind::Server, vec![]),
+            sp(1, None, SpanKind::Server, vec![]),
+            sp(2, Some(1), SpanKind::Client, vec![]),
+        ];
+        let (t, docs) = run_with(dup, vec![], &TranslateOptions::default());
+        assert_eq!(t.documents.iter().map(|d| d.spans).sum::<usize>(), 3);
+        assert_eq!(
+            docs[0]["subsegments"][0]["id"], "0000000000000002",
+            "children go to the first span with the id"
+        );
+    }
+
+    #[test]
+    fn oversized_spans_are_trimmed_to_fit() {
+        let big = "x".repeat(70_000);
+        let (t, docs) = run_with(
+            vec![sp(
+                1,
+                None,
+                SpanKind::Server,
+                vec![s("blob", &big), s("small", "s")],
+            )],
+            vec![],
+            &TranslateOptions::default(),
+        );
+        assert_eq!(t.too_large_spans, 0);
+        assert_eq!(
+            docs[0]["metadata"]["default"]["blob"]
+                .as_str()
+                .unwrap()
+                .len(),
+            1024
+        );
+        assert_eq!(docs[0]["metadata"]["default"]["small"], "s");
+        assert_eq!(docs[0]["metadata"]["otel_xray"]["trimmed"], "reduced");
+        assert_eq!(t.truncated_values, 1);
+        // Too many big values even when each is cut: metadata goes, the span stays.
+        let many: Vec<KeyValue> = (0..100)
+            .map(|n| s(&format!("k{n}"), &big[..2000]))
+            .collect();
+        let (t, docs) = run_with(
+            vec![sp(1, None, SpanKind::Server, many)],
+            vec![],
+            &TranslateOptions::default(),
+        );
+        assert_eq!(
+            docs[0]["metadata"],
+            json!({"otel_xray": {"trimmed": "minimal"}})
+        );
+        assert_eq!(t.truncated_values, 1);
+    }
+
+    #[test]
+    fn translation_is_deterministic() {
+        let spans = || {
+            vec![
+                sp(1, None, SpanKind::Server, vec![s("a", "b")]),
+                sp(2, Some(1), SpanKind::Client, vec![s("http.method", "GET")]),
+            ]
+        };
+        let a = run_with(spans(), vec![], &TranslateOptions::default()).0;
+        let b = run_with(spans(), vec![], &TranslateOptions::default()).0;
+        assert_eq!(a, b);
+    }
+}

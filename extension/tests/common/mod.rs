@@ -39,15 +39,22 @@ pub fn assert_valid_xray_document(json: &str) {
         .iter_errors(&doc)
         .map(|e| format!("{} at {}", e, e.instance_path()))
         .collect();
-    assert!(errors.is_empty(), "document fails the X-Ray schema: {errors:#?}\n{json}");
+    assert!(
+        errors.is_empty(),
+        "document fails the X-Ray schema: {errors:#?}\n{json}"
+    );
     let obj = doc.as_object().expect("schema guarantees an object");
     assert!(
-        obj.contains_key("end_time") || obj.get("in_progress") == Some(&serde_json::Value::Bool(true)),
+        obj.contains_key("end_time")
+            || obj.get("in_progress") == Some(&serde_json::Value::Bool(true)),
         "document has neither end_time nor in_progress: {json}"
     );
     if let Some(t) = obj.get("type") {
         assert_eq!(t, "subsegment", "unknown document type: {json}");
-        assert!(obj.contains_key("parent_id"), "independent subsegment without parent_id: {json}");
+        assert!(
+            obj.contains_key("parent_id"),
+            "independent subsegment without parent_id: {json}"
+        );
     }
     check_subsegments(&doc, json);
 }
@@ -56,7 +63,8 @@ fn check_subsegments(node: &serde_json::Value, json: &str) {
     if let Some(subs) = node.get("subsegments").and_then(|s| s.as_array()) {
         for sub in subs {
             assert!(
-                sub.get("end_time").is_some() || sub.get("in_progress") == Some(&serde_json::Value::Bool(true)),
+                sub.get("end_time").is_some()
+                    || sub.get("in_progress") == Some(&serde_json::Value::Bool(true)),
                 "embedded subsegment has neither end_time nor in_progress: {json}"
             );
             check_subsegments(sub, json);
