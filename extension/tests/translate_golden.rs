@@ -6,6 +6,8 @@
 //! expected files; otherwise any difference fails. Every document is validated against the X-Ray
 //! schema, and every input span must be accounted for.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -7,6 +7,8 @@
 //!
 //! Failures found by proptest are kept in `proptest-regressions/` (committed).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::{HashMap, HashSet};
@@ -306,13 +308,16 @@ fn batch(max: usize) -> impl Strategy<Value = (Vec<ResourceSpans>, TranslateOpti
                 })
                 .collect();
             // Two resources, spans shared out between them.
-            let (a, b): (Vec<(usize, Span)>, Vec<(usize, Span)>) = spans.into_iter().enumerate().partition(|(i, _)| i % 3 != 2);
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            for (i, span) in spans.into_iter().enumerate() {
+                if i % 3 == 2 { b.push(span) } else { a.push(span) }
+            }
             let mut lambda = resource_attrs.clone();
             lambda.push(KeyValue { key: "cloud.platform".into(), value: Some(AnyValue { value: Some(Value::StringValue("aws_lambda".into())) }), ..Default::default() });
             lambda.push(KeyValue { key: "telemetry.sdk.language".into(), value: Some(AnyValue { value: Some(Value::StringValue("python".into())) }), ..Default::default() });
-            let rs = |attrs: Vec<KeyValue>, spans: Vec<(usize, Span)>| ResourceSpans {
+            let rs = |attrs: Vec<KeyValue>, spans: Vec<Span>| ResourceSpans {
                 resource: Some(Resource { attributes: attrs, ..Default::default() }),
-                scope_spans: vec![ScopeSpans { spans: spans.into_iter().map(|(_, s)| s).collect(), ..Default::default() }],
+                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
                 schema_url: String::new(),
             };
             let options = TranslateOptions { indexed_attributes: indexed, index_all_attributes: index_all, max_document_bytes };

@@ -225,14 +225,12 @@ fn parse_javascript(trace: &str) -> Parsed<'_> {
 
 /// `path:line:col` → (path, line); anything else is all path.
 fn split_js_location(location: &str) -> (&str, Option<u32>) {
-    if let Some((rest, col)) = location.rsplit_once(':') {
-        if parse_line_number(col).is_some() {
-            if let Some((path, line)) = rest.rsplit_once(':') {
-                if let Some(n) = parse_line_number(line) {
-                    return (path, Some(n));
-                }
-            }
-        }
+    if let Some((rest, col)) = location.rsplit_once(':')
+        && parse_line_number(col).is_some()
+        && let Some((path, line)) = rest.rsplit_once(':')
+        && let Some(n) = parse_line_number(line)
+    {
+        return (path, Some(n));
     }
     (location, None)
 }

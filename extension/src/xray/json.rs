@@ -134,7 +134,7 @@ pub fn write_epoch_seconds(out: &mut String, nanos: u64) {
         return;
     }
     let mut digits = 6;
-    while micros % 10 == 0 {
+    while micros.is_multiple_of(10) {
         micros /= 10;
         digits -= 1;
     }

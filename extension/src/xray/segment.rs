@@ -270,12 +270,12 @@ fn classify(key: &str) -> Option<(K, Want)> {
 }
 
 fn accepts(want: Want, v: &AnyValue) -> bool {
-    match (&v.value, want) {
-        (Some(Value::StringValue(_)), _) => true,
-        (Some(Value::IntValue(_)), Want::StrOrInt) => true,
-        (Some(Value::ArrayValue(_)), Want::StrOrList) => true,
-        _ => false,
-    }
+    matches!(
+        (&v.value, want),
+        (Some(Value::StringValue(_)), _)
+            | (Some(Value::IntValue(_)), Want::StrOrInt)
+            | (Some(Value::ArrayValue(_)), Want::StrOrList)
+    )
 }
 
 fn as_str(v: &AnyValue) -> Option<&str> {
@@ -594,12 +594,12 @@ pub fn render<'a>(
         out.key(",\"user\":");
         out.str_max(user, MAX_STRING_CHARS);
     }
-    if cx.segment {
-        if let Some(origin) = cx.res.origin {
-            out.key(",\"origin\":\"");
-            out.key(origin);
-            out.buf.push('"');
-        }
+    if cx.segment
+        && let Some(origin) = cx.res.origin
+    {
+        out.key(",\"origin\":\"");
+        out.key(origin);
+        out.buf.push('"');
     }
 
     write_http(&mut out, cx, sc, kind);
@@ -607,12 +607,12 @@ pub fn render<'a>(
         write_aws(&mut out, cx, sc, &p);
     }
     write_sql(&mut out, span, sc, &p);
-    if cx.segment {
-        if let Some(version) = cx.res.service_version {
-            out.key(",\"service\":{\"version\":");
-            out.str_max(version, MAX_STRING_CHARS);
-            out.buf.push('}');
-        }
+    if cx.segment
+        && let Some(version) = cx.res.service_version
+    {
+        out.key(",\"service\":{\"version\":");
+        out.str_max(version, MAX_STRING_CHARS);
+        out.buf.push('}');
     }
     if p.cause {
         write_cause(&mut out, cx, sc, kind, &p, status_error);
@@ -663,46 +663,46 @@ fn write_name(
             return false;
         }
     }
-    if let Some(service) = sc.str(K::AwsService) {
-        if try_name(out, service) {
-            return true;
-        }
+    if let Some(service) = sc.str(K::AwsService)
+        && try_name(out, service)
+    {
+        return true;
     }
-    if let Some(db) = sc.str(K::DbName) {
-        if names::has_name_char(db) {
-            let host = sc
-                .str(K::DbConnectionString)
-                .and_then(host_of_connection_string)
-                .or_else(|| sc.str(K::ServerAddress))
-                .or_else(|| sc.str(K::NetPeerName))
-                .filter(|h| names::has_name_char(h));
-            let start = out.buf.len();
-            let (n, cut) = names::write_sanitised_name(out.buf, db);
-            let mut cut = cut;
-            if let (Some(host), false) = (host, cut) {
-                if n < names::MAX_NAME_CHARS {
-                    out.buf.push('@');
-                    let mark = out.buf.len();
-                    let (_, c) = names::write_sanitised_name(out.buf, host);
-                    cut = c;
-                    // Keep the whole name within 200 characters.
-                    let total = out.buf[start..].chars().count();
-                    if total > names::MAX_NAME_CHARS {
-                        let keep = names::MAX_NAME_CHARS - (out.buf[start..mark].chars().count());
-                        let (kept, _) = truncate_chars(&out.buf[mark..], keep);
-                        let new_len = mark + kept.len();
-                        out.buf.truncate(new_len);
-                        cut = true;
-                    }
-                } else {
+    if let Some(db) = sc.str(K::DbName)
+        && names::has_name_char(db)
+    {
+        let host = sc
+            .str(K::DbConnectionString)
+            .and_then(host_of_connection_string)
+            .or_else(|| sc.str(K::ServerAddress))
+            .or_else(|| sc.str(K::NetPeerName))
+            .filter(|h| names::has_name_char(h));
+        let start = out.buf.len();
+        let (n, cut) = names::write_sanitised_name(out.buf, db);
+        let mut cut = cut;
+        if let (Some(host), false) = (host, cut) {
+            if n < names::MAX_NAME_CHARS {
+                out.buf.push('@');
+                let mark = out.buf.len();
+                let (_, c) = names::write_sanitised_name(out.buf, host);
+                cut = c;
+                // Keep the whole name within 200 characters.
+                let total = out.buf[start..].chars().count();
+                if total > names::MAX_NAME_CHARS {
+                    let keep = names::MAX_NAME_CHARS - (out.buf[start..mark].chars().count());
+                    let (kept, _) = truncate_chars(&out.buf[mark..], keep);
+                    let new_len = mark + kept.len();
+                    out.buf.truncate(new_len);
                     cut = true;
                 }
+            } else {
+                cut = true;
             }
-            if cut {
-                out.truncated += 1;
-            }
-            return false;
         }
+        if cut {
+            out.truncated += 1;
+        }
+        return false;
     }
     let mut rest: [Option<&str>; 5] = [None; 5];
     if kind == SpanKind::Server {
@@ -915,21 +915,20 @@ fn build_url(url: &mut String, sc: &mut Scratch<'_>, server: bool) {
         sc.use_(HttpHost);
         url.push_str(host);
     } else {
-        if let Some(&k) = hosts.iter().find(|&&k| sc.get(k).is_some()) {
-            if let Some(h) = sc.str(k) {
-                sc.use_(k);
-                url.push_str(h);
-            }
+        if let Some(&k) = hosts.iter().find(|&&k| sc.get(k).is_some())
+            && let Some(h) = sc.str(k)
+        {
+            sc.use_(k);
+            url.push_str(h);
         }
-        if let Some(&k) = ports.iter().find(|&&k| port_of(sc, k).is_some()) {
-            if let Some(port) = port_of(sc, k) {
-                sc.use_(k);
-                let default =
-                    (scheme == "http" && port == 80) || (scheme == "https" && port == 443);
-                if !default {
-                    url.push(':');
-                    url.push_str(&port.to_string());
-                }
+        if let Some(&k) = ports.iter().find(|&&k| port_of(sc, k).is_some())
+            && let Some(port) = port_of(sc, k)
+        {
+            sc.use_(k);
+            let default = (scheme == "http" && port == 80) || (scheme == "https" && port == 443);
+            if !default {
+                url.push(':');
+                url.push_str(&port.to_string());
             }
         }
     }
@@ -1049,13 +1048,11 @@ fn write_aws(out: &mut Out<'_>, cx: &SpanCtx<'_, '_>, sc: &mut Scratch<'_>, p: &
             _ => {}
         }
     }
-    if !table_written {
-        if let Some(t) = sc.str(AwsTableName) {
-            sc.use_(AwsTableName);
-            sep(out);
-            out.key("\"table_name\":");
-            out.str_max(t, MAX_STRING_CHARS);
-        }
+    if !table_written && let Some(t) = sc.str(AwsTableName) {
+        sc.use_(AwsTableName);
+        sep(out);
+        out.key("\"table_name\":");
+        out.str_max(t, MAX_STRING_CHARS);
     }
     if cx.segment {
         write_log_groups(out, cx.res, p, &sep);
@@ -1349,28 +1346,28 @@ fn write_cause(
             if remote {
                 out.key(",\"remote\":true");
             }
-            if let Some(e) = parsed.get(i) {
-                if !e.frames.is_empty() {
-                    out.key(",\"stack\":[");
-                    for (j, f) in e.frames.iter().take(p.max_frames).enumerate() {
-                        if j > 0 {
-                            out.buf.push(',');
-                        }
-                        out.key("{\"path\":");
-                        out.str_max(f.path, 1024);
-                        if let Some(line) = f.line {
-                            out.key(",\"line\":");
-                            write_i64(out.buf, i64::from(line));
-                        }
-                        out.key(",\"label\":");
-                        out.str_max(f.label, 1024);
-                        out.buf.push('}');
+            if let Some(e) = parsed.get(i)
+                && !e.frames.is_empty()
+            {
+                out.key(",\"stack\":[");
+                for (j, f) in e.frames.iter().take(p.max_frames).enumerate() {
+                    if j > 0 {
+                        out.buf.push(',');
                     }
-                    out.buf.push(']');
-                    if e.frames.len() > p.max_frames {
-                        out.key(",\"truncated\":");
-                        write_i64(out.buf, (e.frames.len() - p.max_frames) as i64);
+                    out.key("{\"path\":");
+                    out.str_max(f.path, 1024);
+                    if let Some(line) = f.line {
+                        out.key(",\"line\":");
+                        write_i64(out.buf, i64::from(line));
                     }
+                    out.key(",\"label\":");
+                    out.str_max(f.label, 1024);
+                    out.buf.push('}');
+                }
+                out.buf.push(']');
+                if e.frames.len() > p.max_frames {
+                    out.key(",\"truncated\":");
+                    write_i64(out.buf, (e.frames.len() - p.max_frames) as i64);
                 }
             }
             if i + 1 < chain && written + 1 < max_exceptions {
@@ -1478,10 +1475,10 @@ fn write_annotations<'a>(
         if !eligible || tag == K::EnduserId as u8 {
             continue;
         }
-        if let Some(v) = kv.value.as_ref() {
-            if add(out, &kv.key, "", v) {
-                sc.tags[i] = ANNOTATED;
-            }
+        if let Some(v) = kv.value.as_ref()
+            && add(out, &kv.key, "", v)
+        {
+            sc.tags[i] = ANNOTATED;
         }
     }
     if out.buf.len() == body {
@@ -1739,6 +1736,6 @@ mod tests {
             assert!(classify(old).is_some());
         }
         assert!(classify("http.route").is_none());
-        assert!(KINDS <= 64, "the used-set is a u64");
+        const { assert!(KINDS <= 64, "the used-set is a u64") };
     }
 }

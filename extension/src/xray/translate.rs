@@ -206,16 +206,15 @@ pub fn translate(resource_spans: &[ResourceSpans], options: &TranslateOptions) -
     for (i, n) in nodes.iter().enumerate() {
         index.entry(key(&n.trace, &n.id)).or_insert(i as u32);
     }
-    for i in 0..nodes.len() {
-        if nodes[i].segment {
+    for (i, node) in nodes.iter_mut().enumerate() {
+        if node.segment {
             continue;
         }
-        if let Some(p) = nodes[i].parent_id {
-            if let Some(&pi) = index.get(&key(&nodes[i].trace, &p)) {
-                if pi as usize != i {
-                    nodes[i].parent = pi;
-                }
-            }
+        if let Some(p) = node.parent_id
+            && let Some(&pi) = index.get(&key(&node.trace, &p))
+            && pi as usize != i
+        {
+            node.parent = pi;
         }
     }
     break_cycles(&mut nodes);

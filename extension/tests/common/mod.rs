@@ -3,7 +3,7 @@
 //! [`assert_valid_xray_document`] checks a serialized document against the X-Ray segment document
 //! schema in `tests/fixtures/xray-segmentdocument-schema-v1.0.0.json` (JSON Schema draft-04), plus
 //! the limits the schema cannot express (64 KiB, and the ids and times every document needs).
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::OnceLock;
 
