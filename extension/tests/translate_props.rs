@@ -22,8 +22,23 @@ use otel_xray::xray::ids::{parse_span_id_hex, parse_xray_trace_id, span_id_hex, 
 use otel_xray::xray::json::{nanos_to_seconds, write_epoch_seconds};
 use otel_xray::xray::{TranslateOptions, translate};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
+
+/// Regressions go to `extension/proptest-regressions/translate_props.txt` (committed).
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        max_shrink_iters: 2000,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "proptest-regressions/translate_props.txt",
+        ))),
+        ..ProptestConfig::default()
+    }
+}
 
 proptest! {
+    #![proptest_config(config(256))]
+
     #[test]
     fn trace_ids_have_the_xray_form_and_read_back(id in any::<[u8; 16]>()) {
         let x = xray_trace_id(&id);
@@ -347,7 +362,7 @@ fn depth(node: &serde_json::Value) -> usize {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 160, max_shrink_iters: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(config(160))]
 
     #[test]
     fn every_span_lands_once_in_a_valid_document_within_the_limit((resource_spans, options) in batch(6000)) {
