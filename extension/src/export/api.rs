@@ -144,7 +144,7 @@ impl ApiExporter {
                     CredentialsError::Timeout => "credentials: timed out",
                     CredentialsError::Unavailable(_) => "credentials: unavailable",
                 };
-                log_failure!(self.causes, "api", cause.to_owned(), spans, e);
+                log_failure!(self.causes, "api", cause, spans, e);
                 return report;
             }
         };
@@ -371,8 +371,7 @@ fn split_unprocessed<'a>(
         .filter_map(|u| u.id.as_deref())
         .map(|id| (id, ()))
         .collect();
-    call.iter()
-        .partition(|d| ids.contains_key(d.id.as_str()))
+    call.iter().partition(|d| ids.contains_key(d.id.as_str()))
 }
 
 fn parse_unprocessed(resp: &Response) -> Vec<UnprocessedTraceSegment> {
@@ -435,10 +434,7 @@ mod tests {
     fn calls_respect_count_and_size() {
         let docs: Vec<Document> = (0..120).map(|i| doc(i, 100)).collect();
         let c = calls(&docs);
-        assert_eq!(
-            c.iter().map(Vec::len).collect::<Vec<_>>(),
-            vec![50, 50, 20]
-        );
+        assert_eq!(c.iter().map(Vec::len).collect::<Vec<_>>(), vec![50, 50, 20]);
         let docs: Vec<Document> = (0..40).map(|i| doc(i, 60 * 1024)).collect();
         let c = calls(&docs);
         assert!(c.len() > 1);

@@ -105,8 +105,7 @@ impl CredentialsCache {
             return Ok(c.clone());
         }
         let provider = self.provider();
-        let resolved =
-            tokio::time::timeout_at(deadline, provider.provide_credentials()).await;
+        let resolved = tokio::time::timeout_at(deadline, provider.provide_credentials()).await;
         let error = match resolved {
             Ok(Ok(c)) => {
                 tracing::debug!(expires = ?c.expiry(), "AWS credentials resolved");

@@ -79,7 +79,7 @@ impl DaemonExporter {
                 log_failure!(
                     self.causes,
                     "daemon",
-                    "document larger than a datagram".to_owned(),
+                    "document larger than a datagram",
                     doc.spans,
                     format_args!("{} bytes, id {}", doc.json.len(), doc.id)
                 );
@@ -96,7 +96,7 @@ impl DaemonExporter {
                     log_failure!(
                         self.causes,
                         "daemon",
-                        "short datagram".to_owned(),
+                        "short datagram",
                         doc.spans,
                         format_args!("sent {n} of {} bytes", datagram.len())
                     );
@@ -119,7 +119,7 @@ impl DaemonExporter {
                     log_failure!(
                         self.causes,
                         "daemon",
-                        "udp send: deadline".to_owned(),
+                        "udp send: deadline",
                         rest,
                         "the socket stayed unwritable until the deadline"
                     );

@@ -159,7 +159,8 @@ impl Causes {
 /// Logs a failure: at `warn` the first time its cause is seen, at `debug` afterwards.
 macro_rules! log_failure {
     ($causes:expr, $exporter:expr, $cause:expr, $spans:expr, $detail:expr) => {{
-        let cause: &str = &$cause;
+        let cause_value = $cause;
+        let cause: &str = ::std::convert::AsRef::<str>::as_ref(&cause_value);
         if $causes.first(cause) {
             tracing::warn!(
                 exporter = $exporter,
@@ -391,8 +392,10 @@ mod tests {
 
     #[test]
     fn report_merges_and_reconciles() {
-        let mut r = ExportReport::default();
-        r.exported = 5;
+        let mut r = ExportReport {
+            exported: 5,
+            ..Default::default()
+        };
         r.add_dropped(DropReason::ExportFailed, 2);
         r.add_dropped(DropReason::ExportFailed, 1);
         r.add_dropped(DropReason::TooLarge, 0);

@@ -169,7 +169,11 @@ impl OtlpExporter {
     }
 
     /// Sends the spans, split into requests within the limits, by `deadline`.
-    pub async fn send(&self, resource_spans: Vec<ResourceSpans>, deadline: Instant) -> ExportReport {
+    pub async fn send(
+        &self,
+        resource_spans: Vec<ResourceSpans>,
+        deadline: Instant,
+    ) -> ExportReport {
         let mut report = ExportReport::default();
         let (chunks, too_large) = split(resource_spans, self.max_spans, self.max_bytes);
         if too_large > 0 {
@@ -177,7 +181,7 @@ impl OtlpExporter {
             log_failure!(
                 self.causes,
                 "otlp",
-                "span larger than a request".to_owned(),
+                "span larger than a request",
                 too_large,
                 format_args!("limit {} bytes", self.max_bytes)
             );
@@ -201,7 +205,7 @@ impl OtlpExporter {
                     };
                     report.add_dropped(reason, spans);
                     report.errors += 1;
-                    log_failure!(self.causes, "otlp", cause.to_owned(), spans, e);
+                    log_failure!(self.causes, "otlp", cause, spans, e);
                     return report;
                 }
             },
@@ -360,7 +364,11 @@ const FRAME: usize = 6;
 /// Cuts spans into requests of at most `max_spans` spans and (an upper bound of) `max_bytes`
 /// encoded bytes, keeping each span with its resource and scope. Returns the requests and the
 /// number of spans too large for any request.
-fn split(resource_spans: Vec<ResourceSpans>, max_spans: usize, max_bytes: usize) -> (Vec<Chunk>, usize) {
+fn split(
+    resource_spans: Vec<ResourceSpans>,
+    max_spans: usize,
+    max_bytes: usize,
+) -> (Vec<Chunk>, usize) {
     let mut chunks = Vec::new();
     let mut current = Chunk::default();
     let mut too_large = 0;
@@ -498,13 +506,19 @@ fn body_excerpt(resp: &Response) -> String {
 
 /// The first few words of a message: a stable enough cause key.
 fn first_words(message: &str) -> String {
-    message.split_whitespace().take(6).collect::<Vec<_>>().join(" ")
+    message
+        .split_whitespace()
+        .take(6)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+    use opentelemetry_proto::tonic::common::v1::{
+        AnyValue, InstrumentationScope, KeyValue, any_value,
+    };
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::Span;
 
@@ -574,7 +588,10 @@ mod tests {
         let mut rejoined = Vec::new();
         for c in &chunks {
             assert!(c.spans <= 5);
-            assert!(c.request.encoded_len() <= c.bytes, "estimate is an upper bound");
+            assert!(
+                c.request.encoded_len() <= c.bytes,
+                "estimate is an upper bound"
+            );
             rejoined.extend(names(&c.request.resource_spans));
         }
         assert_eq!(rejoined, names(&original));
@@ -621,7 +638,9 @@ mod tests {
         let resp = Response {
             status: StatusCode::OK,
             headers,
-            body: Bytes::from_static(br#"{"partialSuccess":{"rejectedSpans":"2","errorMessage":"bad"}}"#),
+            body: Bytes::from_static(
+                br#"{"partialSuccess":{"rejectedSpans":"2","errorMessage":"bad"}}"#,
+            ),
         };
         assert_eq!(partial_success(&resp), (2, "bad".to_owned()));
     }

@@ -116,7 +116,14 @@ mod tests {
             .body(Bytes::from_static(b"{}"))
             .unwrap();
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_440_938_160);
-        sign(&mut req, &creds(Some("TOKEN")), "us-east-1", XRAY_SERVICE, t).unwrap();
+        sign(
+            &mut req,
+            &creds(Some("TOKEN")),
+            "us-east-1",
+            XRAY_SERVICE,
+            t,
+        )
+        .unwrap();
         let h = req.headers();
         assert_eq!(h["host"], "xray.us-east-1.amazonaws.com");
         assert_eq!(h["x-amz-date"], "20150830T123600Z");
