@@ -366,3 +366,66 @@ async fn the_signature_check_is_not_vacuous() {
     tampered.path = "/Traces".into();
     assert!(verify_sigv4(&tampered, SECRET_KEY, REGION, "xray").is_err());
 }
+
+/// Hands out fixed credentials, counting the calls.
+#[derive(Debug)]
+struct CountingProvider(Arc<std::sync::atomic::AtomicUsize>);
+
+impl aws_credential_types::provider::ProvideCredentials for CountingProvider {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        aws_credential_types::provider::future::ProvideCredentials::ready(Ok(
+            aws_credential_types::Credentials::new(
+                ACCESS_KEY,
+                SECRET_KEY,
+                Some(SESSION_TOKEN.into()),
+                None,
+                "counting",
+            ),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn nothing_happens_before_the_first_export_and_everything_is_reused_after() {
+    let server = FakeServer::start(|_, _| ok_empty()).await;
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let provider = aws_credential_types::provider::SharedCredentialsProvider::new(
+        CountingProvider(Arc::clone(&calls)),
+    );
+    let exp =
+        ApiExporter::new(&server.url(), REGION, CredentialsSource::Provider(provider)).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no credentials at start-up"
+    );
+    assert!(server.recorded().is_empty(), "no connection at start-up");
+
+    let docs = documents(3);
+    for _ in 0..3 {
+        let report = exp.send(&docs, deadline(5000)).await;
+        assert_eq!(report.exported, spans(&docs));
+    }
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "credentials cached"
+    );
+    let received = server.recorded();
+    assert_eq!(received.len(), 3);
+    assert!(
+        received.iter().all(|r| r.peer == received[0].peer),
+        "one kept-alive connection: {:?}",
+        received.iter().map(|r| r.peer).collect::<Vec<_>>()
+    );
+    for r in &received {
+        assert_eq!(decode_put(r), jsons(&docs));
+    }
+}

@@ -147,6 +147,8 @@ pub fn resource_spans(traces: u8) -> Vec<ResourceSpans> {
 /// What the fake endpoint received.
 #[derive(Debug, Clone)]
 pub struct Recorded {
+    /// The client's address: the same for requests on one kept-alive connection.
+    pub peer: SocketAddr,
     pub method: String,
     pub path: String,
     pub query: String,
@@ -200,7 +202,7 @@ impl FakeServer {
         let task = tokio::spawn(async move {
             // Bounded: no test opens anywhere near this many connections.
             for _ in 0..1000 {
-                let Ok((stream, _)) = listener.accept().await else {
+                let Ok((stream, peer)) = listener.accept().await else {
                     return;
                 };
                 let handler = Arc::clone(&handler);
@@ -217,6 +219,7 @@ impl FakeServer {
                                 .map(|c| c.to_bytes())
                                 .unwrap_or_default();
                             let rec = Recorded {
+                                peer,
                                 method: parts.method.to_string(),
                                 path: parts.uri.path().to_owned(),
                                 query: parts.uri.query().unwrap_or("").to_owned(),
