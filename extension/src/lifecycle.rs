@@ -770,8 +770,12 @@ impl Lifecycle {
             Err(_) => ExportReport {
                 exported: 0,
                 dropped: vec![(DropReason::ExportTimeout, spans)],
+                errors: 1,
             },
         };
+        for _ in 0..report.errors {
+            self.stats.add_export_error();
+        }
         let exported = report.exported;
         let mut dropped = 0;
         let mut failed = false;
