@@ -778,18 +778,10 @@ impl Lifecycle {
         }
         let exported = report.exported;
         let mut dropped = 0;
-        let mut failed = false;
         self.stats.add_exported(exported as u64);
         for &(why, n) in &report.dropped {
             self.stats.add_dropped(why, n as u64);
             dropped += n;
-            failed |= n > 0
-                && matches!(
-                    why,
-                    DropReason::ExportFailed
-                        | DropReason::ExportTimeout
-                        | DropReason::ExportRejected
-                );
         }
         if exported + dropped < spans {
             // The exporter must account for every span; never lose one silently.
@@ -801,9 +793,6 @@ impl Lifecycle {
             self.stats
                 .add_dropped(DropReason::ExportFailed, missing as u64);
             dropped += missing;
-            failed = true;
-        }
-        if failed {
             self.stats.add_export_error();
         }
         self.stats.add_flush();
