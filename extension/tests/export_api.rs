@@ -263,7 +263,7 @@ async fn a_hanging_endpoint_costs_the_deadline_and_no_more() {
     let report = exporter(&server.url()).send(&docs, started + budget).await;
     let took = started.elapsed();
     assert!(took >= budget - Duration::from_millis(5), "{took:?}");
-    assert!(took < budget + Duration::from_millis(250), "{took:?}");
+    assert!(took < budget + Duration::from_millis(500), "{took:?}");
     assert_eq!(report.exported, 0);
     assert_eq!(
         report.dropped,
@@ -284,7 +284,7 @@ async fn an_unreachable_endpoint_is_counted_within_the_deadline() {
     let started = Instant::now();
     let exp = exporter(&url);
     let report = exp.send(&docs, started + budget).await;
-    assert!(started.elapsed() < budget + Duration::from_millis(100));
+    assert!(started.elapsed() < budget + Duration::from_millis(500));
     assert_eq!(report.exported, 0);
     assert_eq!(report.spans(), spans(&docs));
     assert_eq!(report.dropped(DropReason::ExportFailed), spans(&docs));
