@@ -129,7 +129,7 @@ async fn a_missing_daemon_is_counted_not_hidden() {
     let report = exporter
         .send(&docs, started + Duration::from_millis(500))
         .await;
-    assert!(started.elapsed() < Duration::from_millis(600));
+    assert!(started.elapsed() < Duration::from_millis(1000));
     let total: usize = docs.iter().map(|d| d.spans).sum();
     assert_eq!(report.spans(), total);
     assert!(report.dropped(DropReason::ExportFailed) > 0, "{report:?}");

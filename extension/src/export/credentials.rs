@@ -1,23 +1,26 @@
 //! AWS credentials for SigV4, resolved lazily and cached until shortly before they expire.
 //!
-//! The chain is the part of the standard AWS chain that can apply in Lambda, from `aws-config`:
+//! The chain is the part of the standard AWS chain that applies in Lambda, from `aws-config`:
 //! 1. environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`),
-//!    which Lambda always sets for the execution role;
-//! 2. container credentials (`AWS_CONTAINER_CREDENTIALS_FULL_URI` and
-//!    `AWS_CONTAINER_AUTHORIZATION_TOKEN`), which Lambda sets instead for SnapStart functions;
-//! 3. the shared config/credentials profile files (`AWS_PROFILE`, `AWS_CONFIG_FILE`,
-//!    `AWS_SHARED_CREDENTIALS_FILE`), for a function that ships its own profile.
+//!    which Lambda sets for the execution role;
+//! 2. container credentials (`AWS_CONTAINER_CREDENTIALS_FULL_URI` with
+//!    `AWS_CONTAINER_AUTHORIZATION_TOKEN`), which Lambda sets instead for SnapStart functions.
 //!
-//! IMDS, SSO and web identity are left out: Lambda has none of them, and each would add an HTTP
-//! round trip that can only time out. The chain is built on the first export that signs, never at
-//! start-up, and its HTTP calls go through the exporter's own client ([`HttpClient`]) via a small
-//! adapter, so aws-config needs no HTTP stack of its own (see the root `Cargo.toml`).
+//! Left out, because Lambda has none of them and each costs size or a round trip that can only
+//! time out: profile files (+0.9 MB: profile parsing and the STS client for assume-role), IMDS,
+//! SSO, web identity. Measured release sizes of a binary that links the exporters (x86_64, fat
+//! LTO, stripped):
 //!
-//! Binary size of the release `otel-xray` with the api exporter linked in (x86_64, fat LTO,
-//! stripped; measured on this branch):
-//! - aws-config with `default-https-client` (aws-lc-rs) and its `DefaultCredentialsChain`:
-//!   see the numbers in the root `Cargo.toml` comment;
-//! - this configuration (ring only, our client, env + container + profile): ditto.
+//! | credentials                                                          | size    |
+//! |----------------------------------------------------------------------|---------|
+//! | aws-config defaults: `default-https-client` (aws-lc) + default chain | 7.67 MB |
+//! | env + container + profile, our ring client                           | 4.80 MB |
+//! | **env + container, our ring client (this)**                          | 3.91 MB |
+//! | env only                                                             | 3.26 MB |
+//!
+//! The chain is built on the first export that signs, never at start-up, and its HTTP calls go
+//! through the exporter's own client ([`HttpClient`]) via a small adapter, so aws-config needs no
+//! HTTP stack of its own and nothing links aws-lc-sys.
 //!
 //! Tests inject a fixed provider ([`CredentialsSource::Provider`]) instead of touching the
 //! process environment, which parallel tests share.
@@ -29,7 +32,6 @@ use aws_config::Region;
 use aws_config::ecs::EcsCredentialsProvider;
 use aws_config::environment::EnvironmentVariableCredentialsProvider;
 use aws_config::meta::credentials::CredentialsProviderChain;
-use aws_config::profile::ProfileFileCredentialsProvider;
 use aws_config::provider_config::ProviderConfig;
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
@@ -147,7 +149,7 @@ fn expired(c: &Credentials, now: SystemTime) -> bool {
     c.expiry().is_some_and(|expiry| expiry <= now)
 }
 
-/// Environment, then container credentials, then profile files.
+/// Environment, then container credentials.
 fn lambda_chain(region: Option<&str>, http: Arc<HttpClient>) -> SharedCredentialsProvider {
     let config = ProviderConfig::default()
         .with_http_client(SmithyHttp { http })
@@ -159,12 +161,6 @@ fn lambda_chain(region: Option<&str>, http: Arc<HttpClient>) -> SharedCredential
     .or_else(
         "EcsContainer",
         EcsCredentialsProvider::builder().configure(&config).build(),
-    )
-    .or_else(
-        "Profile",
-        ProfileFileCredentialsProvider::builder()
-            .configure(&config)
-            .build(),
     );
     SharedCredentialsProvider::new(chain)
 }

@@ -131,31 +131,45 @@ impl HttpClient {
 
 fn build(tls_roots: bool) -> Result<HyperClient, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = hyper_rustls::HttpsConnectorBuilder::new();
-    let builder = if tls_roots {
-        match builder.with_provider_and_native_roots(Arc::clone(&provider)) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(
-                    error = %e,
-                    "no system CA certificates found (set SSL_CERT_FILE); https exports will fail"
-                );
-                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(empty_roots(provider)?)
-            }
-        }
+    let tls = if tls_roots {
+        system_roots(Arc::clone(&provider)).or_else(|e| {
+            tracing::warn!(
+                error = %e,
+                "no system CA certificates (set SSL_CERT_FILE); https exports will fail"
+            );
+            empty_roots(Arc::clone(&provider))
+        })?
     } else {
-        builder.with_tls_config(empty_roots(provider)?)
+        empty_roots(provider)?
     };
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    let connector = builder.https_or_http().enable_http1().wrap_connector(http);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
     Ok(Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_max_idle_per_host(4)
         .build(connector))
+}
+
+/// TLS configuration trusting the system's CA certificates (`SSL_CERT_FILE`/`SSL_CERT_DIR`
+/// honoured). Fails when none can be loaded.
+fn system_roots(
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<rustls::ClientConfig, String> {
+    use hyper_rustls::ConfigBuilderExt as _;
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_native_roots()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth())
 }
 
 fn empty_roots(
@@ -213,5 +227,97 @@ impl HttpError {
             HttpError::Setup(_) => "client set-up failed",
             HttpError::Invalid(_) => "invalid request",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(5)
+    }
+
+    #[test]
+    fn builds_with_system_roots_on_ring() {
+        // This machine has a CA bundle, as Lambda does; loading it must not panic over the
+        // choice of crypto provider either.
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        assert!(system_roots(provider).is_ok());
+        assert!(build(true).is_ok());
+        assert!(build(false).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_tls_handshake_with_a_non_tls_server_fails_as_connect() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut hello = [0u8; 5];
+            // A TLS ClientHello starts with a handshake record (0x16, version 3.x).
+            stream.read_exact(&mut hello).await.unwrap();
+            stream
+                .write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+                .await
+                .unwrap();
+            hello
+        });
+        let client = HttpClient::new(true);
+        let req = http::Request::post(format!("https://localhost:{}/v1/traces", addr.port()))
+            .body(Bytes::from_static(b"x"))
+            .unwrap();
+        let err = client.send(req, soon(), 1024).await.unwrap_err();
+        assert!(matches!(err, HttpError::Connect(_)), "{err}");
+        assert!(err.is_transient());
+        let hello = server.await.unwrap();
+        assert_eq!(hello[0], 0x16, "the client spoke TLS");
+        assert_eq!(hello[1], 3);
+    }
+
+    #[tokio::test]
+    async fn the_deadline_bounds_connect_and_exchange() {
+        // Accepts, reads, never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        });
+        let client = HttpClient::new(false);
+        let req = http::Request::get(format!("http://{addr}/"))
+            .body(Bytes::new())
+            .unwrap();
+        let started = Instant::now();
+        let err = client
+            .send(req, started + Duration::from_millis(200), 1024)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HttpError::Timeout), "{err}");
+        assert!(started.elapsed() < Duration::from_millis(400));
+    }
+
+    #[tokio::test]
+    async fn oversized_responses_are_refused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            let body = vec![b'a'; 10_000];
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+            stream.write_all(head.as_bytes()).await.unwrap();
+            stream.write_all(&body).await.unwrap();
+        });
+        let client = HttpClient::new(false);
+        let req = http::Request::get(format!("http://{addr}/"))
+            .body(Bytes::new())
+            .unwrap();
+        let err = client.send(req, soon(), 1024).await.unwrap_err();
+        assert!(matches!(err, HttpError::Body(_)), "{err}");
     }
 }
