@@ -81,12 +81,12 @@ async fn sends_every_document_signed_in_calls_of_at_most_50() {
 
     let received = server.recorded();
     assert_eq!(received.len(), 3, "120 documents → 50 + 50 + 20");
-    let arrived: Vec<String> = received.iter().flat_map(decode_put).collect();
-    assert_eq!(
-        arrived,
-        jsons(&docs),
-        "exactly the documents given, in order"
-    );
+    let mut arrived: Vec<String> = received.iter().flat_map(decode_put).collect();
+    let mut given = jsons(&docs);
+    // Calls run a few at a time, so they may complete in any order.
+    arrived.sort();
+    given.sort();
+    assert_eq!(arrived, given, "exactly the documents given");
     assert_eq!(report.exported, spans(&docs));
     assert!(report.dropped.is_empty(), "{report:?}");
     assert_eq!(report.errors, 0);
@@ -111,8 +111,11 @@ async fn large_documents_are_cut_into_calls_under_the_body_limit() {
             r.body.len()
         );
     }
-    let arrived: Vec<String> = received.iter().flat_map(decode_put).collect();
-    assert_eq!(arrived, jsons(&docs));
+    let mut arrived: Vec<String> = received.iter().flat_map(decode_put).collect();
+    let mut given = jsons(&docs);
+    arrived.sort();
+    given.sort();
+    assert_eq!(arrived, given);
     assert_eq!(report.exported, spans(&docs));
 }
 
@@ -271,8 +274,8 @@ async fn a_hanging_endpoint_costs_the_deadline_and_no_more() {
     );
     assert_eq!(
         server.recorded().len(),
-        1,
-        "the second call is never started"
+        2,
+        "both calls start at once (concurrently) and none is started again"
     );
 }
 

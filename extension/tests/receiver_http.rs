@@ -419,17 +419,9 @@ async fn content_length_over_the_cap_is_refused_before_the_body() {
     assert!(status.message.contains("larger than the limit of 1048576"));
     assert_eq!(rejected(&h, RejectReason::TooLarge), 1);
 
-    // A real client that does send the whole oversized body still reads the 413.
-    let mut c = Http1::connect(h.http).await;
-    let reply = c
-        .send(post(
-            "/v1/traces",
-            Some(PROTOBUF),
-            None,
-            full(vec![0u8; 2 * MB]),
-        ))
-        .await;
-    assert_eq!(reply.status, 413);
+    // A client that goes on writing the oversized body may see the 413 or, racing the close,
+    // a reset; either way the receiver keeps serving (checked below). Not asserted here: the
+    // outcome depends on socket timing, not on the receiver.
     assert_still_serving(&h, "after-413").await;
 }
 
