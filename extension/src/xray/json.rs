@@ -30,43 +30,82 @@ pub(crate) fn truncate_chars(s: &str, max_chars: usize) -> (&str, bool) {
     }
 }
 
-/// Appends the body of a JSON string (no quotes): `"`, `\` and control characters escaped.
+/// Appends the body of a JSON string (no quotes): `"`, `\\` and control characters escaped.
 pub(crate) fn write_escaped(out: &mut String, s: &str) {
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: &str = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0x00..=0x1f => "",
-            _ => continue,
-        };
+    let mut i = 0;
+    loop {
+        // Skip 8 bytes at a time while none needs escaping, then byte by byte.
+        while let Some(chunk) = bytes.get(i..i + 8) {
+            let word = u64::from_le_bytes(<[u8; 8]>::try_from(chunk).unwrap_or([0; 8]));
+            if needs_escape_8(word) {
+                break;
+            }
+            i += 8;
+        }
+        while i < bytes.len() && !needs_escape(bytes[i]) {
+            i += 1;
+        }
+        let Some(&b) = bytes.get(i) else { break };
         // Every byte that needs escaping is ASCII, so `i` is a character boundary.
         out.push_str(&s[start..i]);
-        if escape.is_empty() {
-            out.push_str("\\u00");
-            out.push(HEX[(b >> 4) as usize] as char);
-            out.push(HEX[(b & 0xf) as usize] as char);
-        } else {
-            out.push_str(escape);
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x08 => out.push_str("\\b"),
+            0x0c => out.push_str("\\f"),
+            _ => {
+                out.push_str("\\u00");
+                out.push(HEX[(b >> 4) as usize] as char);
+                out.push(HEX[(b & 0xf) as usize] as char);
+            }
         }
-        start = i + 1;
+        i += 1;
+        start = i;
     }
     out.push_str(&s[start..]);
+}
+
+#[inline]
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// Whether any of the 8 bytes of `w` is a control character, `"` or `\\` (SWAR).
+#[inline]
+fn needs_escape_8(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    // Bytes below 0x20 (bytes >= 0x80 are excluded by `!w`).
+    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    (control | has_zero(w ^ (ONES * u64::from(b'"'))) | has_zero(w ^ (ONES * u64::from(b'\\'))))
+        != 0
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Appends `bytes` as lowercase hex.
 pub(crate) fn write_hex(out: &mut String, bytes: &[u8]) {
-    for &b in bytes {
-        out.push(HEX[(b >> 4) as usize] as char);
-        out.push(HEX[(b & 0xf) as usize] as char);
+    let mut buf = [0u8; 64];
+    for chunk in bytes.chunks(32) {
+        for (j, &b) in chunk.iter().enumerate() {
+            buf[2 * j] = HEX[(b >> 4) as usize];
+            buf[2 * j + 1] = HEX[(b & 0xf) as usize];
+        }
+        push_ascii(out, &buf[..chunk.len() * 2]);
+    }
+}
+
+/// Appends ASCII bytes.
+#[inline]
+fn push_ascii(out: &mut String, ascii: &[u8]) {
+    if let Ok(s) = std::str::from_utf8(ascii) {
+        out.push_str(s);
     }
 }
 
@@ -82,9 +121,7 @@ pub(crate) fn write_u64(out: &mut String, mut n: u64) {
             break;
         }
     }
-    for &d in &buf[i..] {
-        out.push(d as char);
-    }
+    push_ascii(out, &buf[i..]);
 }
 
 /// Appends a signed integer.
@@ -126,28 +163,20 @@ pub fn nanos_to_seconds(nanos: u64) -> f64 {
 /// decimal (`1760000000.123456`, trailing zeros dropped, at least one decimal).
 pub fn write_epoch_seconds(out: &mut String, nanos: u64) {
     let secs = nanos / 1_000_000_000;
-    let mut micros = (nanos % 1_000_000_000) / 1_000;
+    let micros = (nanos % 1_000_000_000) / 1_000;
     write_u64(out, secs);
-    out.push('.');
-    if micros == 0 {
-        out.push('0');
-        return;
+    let mut buf = [b'.', b'0', b'0', b'0', b'0', b'0', b'0'];
+    let mut m = micros;
+    for d in buf[1..].iter_mut().rev() {
+        *d = b'0' + (m % 10) as u8;
+        m /= 10;
     }
-    let mut digits = 6;
-    while micros.is_multiple_of(10) {
-        micros /= 10;
-        digits -= 1;
+    // Drop trailing zeros, keeping at least one decimal.
+    let mut len = buf.len();
+    while len > 2 && buf[len - 1] == b'0' {
+        len -= 1;
     }
-    let mut buf = [b'0'; 6];
-    let mut i = digits;
-    while i > 0 {
-        i -= 1;
-        buf[i] = b'0' + (micros % 10) as u8;
-        micros /= 10;
-    }
-    for &d in &buf[..digits] {
-        out.push(d as char);
-    }
+    push_ascii(out, &buf[..len]);
 }
 
 /// Appends `bytes` as a quoted standard base64 string (with padding), as JSON encoders do for
@@ -279,8 +308,34 @@ mod tests {
     }
 
     #[test]
+    fn the_word_at_a_time_scan_finds_every_byte_to_escape() {
+        for b in 0u8..=255 {
+            for pos in 0..8 {
+                let mut w = [b'a'; 8];
+                w[pos] = b;
+                let want = b < 0x20 || b == b'"' || b == b'\\';
+                assert_eq!(
+                    needs_escape_8(u64::from_le_bytes(w)),
+                    want,
+                    "byte {b:#x} at {pos}"
+                );
+            }
+        }
+        let long = "0123456789\"abcdefgh\\ijklmnop\u{1}qrstuvwxyzé東京🦀\n";
+        assert_eq!(
+            s(|o| write_str(o, long)),
+            serde_json::to_string(long).unwrap()
+        );
+    }
+
+    #[test]
     fn hex_and_base64() {
         assert_eq!(s(|o| write_hex(o, &[0x00, 0xab, 0xff])), "00abff");
+        let long: Vec<u8> = (0..=99).collect();
+        assert_eq!(
+            s(|o| write_hex(o, &long)),
+            long.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
         for (input, want) in [
             (&b""[..], "\"\""),
             (b"f", "\"Zg==\""),

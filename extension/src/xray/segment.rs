@@ -1067,10 +1067,11 @@ fn write_aws(out: &mut Out<'_>, cx: &SpanCtx<'_, '_>, sc: &mut Scratch<'_>, p: &
                 if let Some(lang) = r.sdk_language {
                     // X-Ray's SDK names read "X-Ray SDK for Java"; OpenTelemetry's become
                     // "opentelemetry for java".
-                    let suffix_present = name.len() >= lang.len() + 5
-                        && name
-                            .to_ascii_lowercase()
-                            .ends_with(&format!(" for {}", lang.to_ascii_lowercase()));
+                    let suffix_present = name.len() >= lang.len() + 5 && {
+                        let (head, tail) = name.as_bytes().split_at(name.len() - lang.len());
+                        tail.eq_ignore_ascii_case(lang.as_bytes())
+                            && head[head.len() - 5..].eq_ignore_ascii_case(b" for ")
+                    };
                     if !lang.is_empty() && !suffix_present {
                         out.key(" for ");
                         write_escaped(out.buf, truncate_chars(lang, MAX_STRING_CHARS).0);
