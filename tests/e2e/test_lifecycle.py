@@ -205,7 +205,8 @@ def test_shutdown_with_10000_spans_and_slow_xray(sandbox):
         report = lam.shutdown()
         (ext,) = [e for e in report["extensions"] if e["name"] == "otel-xray"]
         assert ext["exitCode"] == 0 and not ext["killed"], ext
-        assert ext["exitedAfterMs"] < report["deadlineMs"], (ext, report["deadlineMs"])
+        # Lambda gives extensions 2,000 ms from SHUTDOWN (deadlineMs is that instant, epoch ms).
+        assert ext["exitedAfterMs"] < 2000, ext
         s = shutdown_summary(lam.extension_log())
         # Without active tracing the function's own spans are unsampled (Sampled=0): only the bulk.
         assert s["received"] == 10_000, s

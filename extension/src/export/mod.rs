@@ -315,7 +315,8 @@ impl Exporter {
 
     /// Sends already translated documents (X-Ray exporters; the OTLP exporter has no use for
     /// documents and drops them as [`DropReason::ExportFailed`]). Invalid spans of the
-    /// translation are reported as [`DropReason::InvalidSpan`].
+    /// translation are reported as [`DropReason::InvalidSpan`], spans too large for any
+    /// document as [`DropReason::TooLarge`].
     pub async fn send_translation(
         &self,
         translation: &Translation,
@@ -323,6 +324,7 @@ impl Exporter {
     ) -> ExportReport {
         let mut report = self.send_documents(&translation.documents, deadline).await;
         report.add_dropped(DropReason::InvalidSpan, translation.invalid_spans);
+        report.add_dropped(DropReason::TooLarge, translation.too_large_spans);
         report
     }
 
