@@ -7,7 +7,7 @@
 //!
 //! `cargo bench -p otel-xray-extension --bench translate`
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 use std::hint::black_box;
 

@@ -320,20 +320,31 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
         }
     };
 
-    // Bind every listener before registering, so a taken port fails the init visibly.
+    // Bind every listener before registering. A port another process holds must not fail the
+    // function: the receiver on it is left out (logged once, with the variable that moves it) and
+    // the Telemetry API listener moves to a free port (Lambda only needs the one we subscribe).
+    let (receivers, bind_errors) = receiver::bind_each(&config).await;
+    for e in &bind_errors {
+        error!(
+            "{}; spans sent there will not reach otel-xray",
+            receiver_port_hint(e)
+        );
+    }
+    let listener = match telemetry::bind(config.telemetry_port).await {
+        Ok(l) => Ok(l),
+        Err(e) => {
+            warn!(error = %e, "Telemetry API port taken; listening on a free port instead");
+            telemetry::bind(0).await
+        }
+    };
     let bound = async {
-        let receivers = receiver::bind(&config)
-            .await
-            .map_err(|e| ("BindError", receiver_port_hint(&e)))?;
-        let listener = telemetry::bind(config.telemetry_port)
-            .await
-            .map_err(|e| ("BindError", e.to_string()))?;
+        let listener = listener.map_err(|e| ("BindError", e.to_string()))?;
         let exporter =
             Exporter::from_config(&config).map_err(|e| ("ConfigError", e.to_string()))?;
-        Ok::<_, (&str, String)>((receivers, listener, exporter))
+        Ok::<_, (&str, String)>((listener, exporter))
     }
     .await;
-    let (receivers, listener, exporter) = match bound {
+    let (listener, exporter) = match bound {
         Ok(b) => b,
         Err((reason, message)) => {
             report_init_failure(&mut client, &name, reason, &message).await;
@@ -346,8 +357,8 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
     let stats = Arc::new(Stats::default());
     let (buffer, buffer_task) = buffer::spawn(config.buffer_max_spans, Arc::clone(&stats));
     let mut servers = JoinSet::new();
-    let otlp_http_addr = receivers.http.local_addr().ok();
-    let otlp_grpc_addr = receivers.grpc.local_addr().ok();
+    let otlp_http_addr = receivers.http.as_ref().and_then(|l| l.local_addr().ok());
+    let otlp_grpc_addr = receivers.grpc.as_ref().and_then(|l| l.local_addr().ok());
     receivers.serve(buffer.clone(), root.child_token(), &mut servers);
     let telemetry_addr = listener.local_addr();
     let destination = listener.destination_uri();

@@ -308,39 +308,51 @@ async fn buffer_pressure_flushes_during_the_invocation() {
 }
 
 #[tokio::test]
-async fn a_taken_telemetry_port_is_reported_through_init_error() {
+async fn taken_ports_never_fail_the_function() {
     let mut fake = FakeLambda::start(StatusCode::OK).await;
     let ip = otel_xray::lambda::telemetry::sandbox_address().await;
-    let taken = std::net::TcpListener::bind((ip, 0)).unwrap();
-    let port = taken.local_addr().unwrap().port().to_string();
-    let config = config(fake.addr, &[("OTEL_XRAY_TELEMETRY_PORT", &port)]);
-    let (options, _ready, _) = options();
-    let summary = run(config, options).await;
-    assert_eq!(summary.exit, Exit::InitFailed);
-    assert_eq!(summary.exit_code(), std::process::ExitCode::FAILURE);
-    let paths: Vec<_> = fake.recorded().iter().map(|r| r.path.clone()).collect();
-    assert_eq!(
-        paths,
-        [
-            "/2020-01-01/extension/register",
-            "/2020-01-01/extension/init/error"
-        ]
+    let taken_telemetry = std::net::TcpListener::bind((ip, 0)).unwrap();
+    let taken_http = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let telemetry_port = taken_telemetry.local_addr().unwrap().port();
+    let http_port = taken_http.local_addr().unwrap().port();
+    let (config, udp) = daemon_config(
+        fake.addr,
+        &[
+            ("OTEL_XRAY_TELEMETRY_PORT", &telemetry_port.to_string()),
+            ("OTEL_XRAY_HTTP_PORT", &http_port.to_string()),
+        ],
+    )
+    .await;
+    let (options, ready_rx, _) = options();
+    let script = async {
+        let ready = ready_rx.await.unwrap();
+        // The Telemetry API listener moved to a free port and was subscribed with it.
+        assert!(ready.telemetry_subscribed);
+        assert_ne!(ready.telemetry_addr.port(), telemetry_port);
+        let subscribe = &fake.requests_to("/2022-07-01/telemetry")[0];
+        let uri = subscribe.json()["destination"]["URI"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            uri.ends_with(&format!(":{}", ready.telemetry_addr.port())),
+            "{uri}"
+        );
+        // The OTLP/HTTP receiver is left out; gRPC still serves.
+        assert_eq!(ready.otlp_http_addr, None);
+        assert!(ready.otlp_grpc_addr.is_some());
+        let first = fake.next_call(5 * SECOND).await;
+        first.shutdown("spindown", 2 * SECOND);
+    };
+    let (summary, ()) = tokio::join!(run(config, options), script);
+    assert_eq!(summary.exit, Exit::Clean);
+    assert!(
+        fake.requests_to("/2020-01-01/extension/init/error")
+            .is_empty(),
+        "a taken port must not fail the init"
     );
-    let report = &fake.requests_to("/2020-01-01/extension/init/error")[0];
-    assert_eq!(
-        report.header("lambda-extension-identifier"),
-        Some(EXTENSION_ID)
-    );
-    assert_eq!(
-        report.header("lambda-extension-function-error-type"),
-        Some("Extension.BindError")
-    );
-    let body = report.json();
-    assert_eq!(body["errorType"], "Extension.BindError");
-    let message = body["errorMessage"].as_str().unwrap();
-    assert!(message.contains(&port), "{message}");
-    assert!(message.contains("OTEL_XRAY_TELEMETRY_PORT"), "{message}");
-    assert!(fake.no_next_call_for(Duration::from_millis(50)).await);
+    check_accounting(&summary, &udp, 0).await;
+    drop((taken_telemetry, taken_http));
 }
 
 #[tokio::test]

@@ -72,36 +72,46 @@ pub enum ReceiveError {
 #[derive(Debug)]
 pub struct BoundReceivers {
     /// OTLP/HTTP listener.
-    pub http: tokio::net::TcpListener,
+    pub http: Option<tokio::net::TcpListener>,
     /// OTLP/gRPC listener.
-    pub grpc: tokio::net::TcpListener,
+    pub grpc: Option<tokio::net::TcpListener>,
     /// Request size cap.
     pub max_request_bytes: usize,
 }
 
-/// Binds 127.0.0.1:`http_port` and 127.0.0.1:`grpc_port`.
+/// Binds 127.0.0.1:`http_port` and 127.0.0.1:`grpc_port`; fails if either cannot be bound.
 pub async fn bind(config: &Config) -> Result<BoundReceivers, ReceiveError> {
-    let http_addr = SocketAddr::from(([127, 0, 0, 1], config.http_port));
-    let grpc_addr = SocketAddr::from(([127, 0, 0, 1], config.grpc_port));
-    let http = tokio::net::TcpListener::bind(http_addr)
-        .await
-        .map_err(|source| ReceiveError::Bind {
-            addr: http_addr,
-            what: "OTLP/HTTP",
-            source,
-        })?;
-    let grpc = tokio::net::TcpListener::bind(grpc_addr)
-        .await
-        .map_err(|source| ReceiveError::Bind {
-            addr: grpc_addr,
-            what: "OTLP/gRPC",
-            source,
-        })?;
-    Ok(BoundReceivers {
-        http,
-        grpc,
-        max_request_bytes: config.max_request_bytes,
-    })
+    let (bound, mut errors) = bind_each(config).await;
+    match errors.pop() {
+        Some(e) => Err(e),
+        None => Ok(bound),
+    }
+}
+
+/// Binds what it can: a port another process holds is left out (its listener is `None`) and its
+/// error returned, so the extension keeps serving the other one and never fails the function.
+pub async fn bind_each(config: &Config) -> (BoundReceivers, Vec<ReceiveError>) {
+    let mut errors = Vec::new();
+    let mut bind_one = async |port: u16, what: &'static str| {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(source) => {
+                errors.push(ReceiveError::Bind { addr, what, source });
+                None
+            }
+        }
+    };
+    let http = bind_one(config.http_port, "OTLP/HTTP").await;
+    let grpc = bind_one(config.grpc_port, "OTLP/gRPC").await;
+    (
+        BoundReceivers {
+            http,
+            grpc,
+            max_request_bytes: config.max_request_bytes,
+        },
+        errors,
+    )
 }
 
 impl BoundReceivers {
@@ -112,13 +122,17 @@ impl BoundReceivers {
             buffer,
             max_request_bytes: self.max_request_bytes,
         });
-        tasks.spawn(accept_loop(
-            self.http,
-            "OTLP/HTTP",
-            Arc::clone(&shared),
-            cancel.clone(),
-        ));
-        tasks.spawn(accept_loop(self.grpc, "OTLP/gRPC", shared, cancel));
+        if let Some(http) = self.http {
+            tasks.spawn(accept_loop(
+                http,
+                "OTLP/HTTP",
+                Arc::clone(&shared),
+                cancel.clone(),
+            ));
+        }
+        if let Some(grpc) = self.grpc {
+            tasks.spawn(accept_loop(grpc, "OTLP/gRPC", shared, cancel));
+        }
     }
 }
 

@@ -301,7 +301,9 @@ pub fn config(fake: SocketAddr, extra: &[(&str, &str)]) -> Config {
     vars.insert("AWS_LAMBDA_RUNTIME_API".into(), fake.to_string());
     let (mut config, warnings) = Config::from_lookup(|k| vars.get(k).cloned()).unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
-    config.http_port = 0;
+    if !extra.iter().any(|(k, _)| *k == "OTEL_XRAY_HTTP_PORT") {
+        config.http_port = 0;
+    }
     config.grpc_port = 0;
     if !extra.iter().any(|(k, _)| *k == "OTEL_XRAY_TELEMETRY_PORT") {
         config.telemetry_port = 0;

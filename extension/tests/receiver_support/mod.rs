@@ -66,8 +66,8 @@ impl Harness {
                 let (buffer, _task) = buffer::spawn(buffer_max_spans, Arc::clone(&stats));
                 let mut tasks = JoinSet::new();
                 BoundReceivers {
-                    http,
-                    grpc,
+                    http: Some(http),
+                    grpc: Some(grpc),
                     max_request_bytes,
                 }
                 .serve(buffer.clone(), server_cancel, &mut tasks);
