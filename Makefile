@@ -44,5 +44,7 @@ lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-bench: ## Criterion benchmarks of the hot path (decode + translate)
+bench: setup local-layer ## Benchmarks: criterion (decode + translate), then the extension on the local Lambda
 	$(CARGO) bench -p otel-xray-extension --bench translate
+	OTEL_XRAY_LAYER=$(abspath $(LOCAL_LAYER)) OTEL_XRAY_BIN_DIR=$(abspath $(RELEASE)) \
+		$(PY) tests/bench/lambda_bench.py

@@ -481,6 +481,16 @@ impl Delivery {
             tokio::time::sleep(self.knobs.delay).await;
         }
         let body = Value::Array(events.clone()).to_string().into_bytes();
+        // When the batch leaves for the subscriber: benchmarks measure from here to the
+        // extension's next `event/next` (what the extension adds once it knows).
+        let types: Vec<Value> = events
+            .iter()
+            .filter_map(|e| e.get("type").cloned())
+            .collect();
+        self.timeline.record(
+            "telemetry.send",
+            json!({"extension": self.extension, "types": types}),
+        );
         let copies = if self.knobs.deliver_twice { 2 } else { 1 };
         for _ in 0..copies {
             let attempts = self.knobs.max_attempts.max(1);
