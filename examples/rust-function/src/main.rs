@@ -85,6 +85,8 @@ async fn handle(event: LambdaEvent<Value>, provider: SdkTracerProvider) -> Resul
                 KeyValue::new("http.response.status_code", 200),
             ])
             .start_with_context(&tracer, &cx);
+        // Stand-in for the call's latency, so the demo's tree shows durations.
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
         span.end();
     }
     {
@@ -99,6 +101,7 @@ async fn handle(event: LambdaEvent<Value>, provider: SdkTracerProvider) -> Resul
                 KeyValue::new("aws.dynamodb.table_names", "orders"),
             ])
             .start_with_context(&tracer, &cx);
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         span.end();
     }
     {
