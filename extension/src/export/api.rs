@@ -23,8 +23,10 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::credentials::{CredentialsCache, CredentialsError, CredentialsSource};
-use super::http_client::{HttpClient, HttpError, Response};
-use super::{Causes, ExportError, ExportReport, backoff, log_failure, sigv4, sleep_within};
+use super::http_client::{HttpClient, Response};
+use super::{
+    Causes, ExportError, ExportReport, Failure, backoff, log_failure, sigv4, sleep_within,
+};
 use crate::stats::DropReason;
 use crate::xray::Document;
 
@@ -80,13 +82,6 @@ struct UnprocessedTraceSegment {
     error_code: Option<String>,
     #[serde(default)]
     message: Option<String>,
-}
-
-/// Why a call failed for good.
-struct Failure {
-    reason: DropReason,
-    cause: String,
-    detail: String,
 }
 
 impl ApiExporter {
@@ -301,20 +296,9 @@ impl ApiExporter {
                     }
                     failure
                 }
-                Err(HttpError::Timeout) => {
-                    return Err(Failure {
-                        reason: DropReason::ExportTimeout,
-                        cause: "timed out".into(),
-                        detail: format!("no response from {} by the deadline", self.url),
-                    });
-                }
                 Err(e) => {
-                    let failure = Failure {
-                        reason: DropReason::ExportFailed,
-                        cause: e.cause().to_owned(),
-                        detail: e.to_string(),
-                    };
-                    if !e.is_transient() || last {
+                    let (failure, retryable) = Failure::from_transport(e, &self.url);
+                    if !retryable || last {
                         return Err(failure);
                     }
                     failure

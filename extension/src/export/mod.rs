@@ -176,6 +176,38 @@ macro_rules! log_failure {
 }
 pub(crate) use log_failure;
 
+/// Why a request to an HTTP upstream failed for good (or, before its last attempt, for now).
+struct Failure {
+    reason: DropReason,
+    cause: String,
+    detail: String,
+}
+
+impl Failure {
+    /// A transport error of a request to `url`, and whether another attempt may help: a
+    /// timeout means the deadline is spent, so it never is retried.
+    fn from_transport(error: http_client::HttpError, url: &http::Uri) -> (Failure, bool) {
+        match error {
+            http_client::HttpError::Timeout => (
+                Failure {
+                    reason: DropReason::ExportTimeout,
+                    cause: "timed out".into(),
+                    detail: format!("no response from {url} by the deadline"),
+                },
+                false,
+            ),
+            e => (
+                Failure {
+                    reason: DropReason::ExportFailed,
+                    cause: e.cause().to_owned(),
+                    detail: e.to_string(),
+                },
+                e.is_transient(),
+            ),
+        }
+    }
+}
+
 /// Choices that are not environment settings: for tests, and for whoever embeds the exporter.
 #[derive(Debug, Clone, Default)]
 pub struct ExporterOptions {

@@ -30,8 +30,10 @@ use prost::Message as _;
 use tokio::time::Instant;
 
 use super::credentials::{CredentialsCache, CredentialsError, CredentialsSource};
-use super::http_client::{HttpClient, HttpError, Response};
-use super::{Causes, ExportError, ExportReport, backoff, log_failure, sigv4, sleep_within};
+use super::http_client::{HttpClient, Response};
+use super::{
+    Causes, ExportError, ExportReport, Failure, backoff, log_failure, sigv4, sleep_within,
+};
 use crate::stats::DropReason;
 
 /// X-Ray's OTLP endpoint takes at most 10,000 spans a request.
@@ -99,13 +101,6 @@ struct Chunk {
     request: ExportTraceServiceRequest,
     spans: usize,
     bytes: usize,
-}
-
-/// Why a request failed for good.
-struct Failure {
-    reason: DropReason,
-    cause: String,
-    detail: String,
 }
 
 impl OtlpExporter {
@@ -290,20 +285,9 @@ impl OtlpExporter {
                         }
                         (failure, retry_after(&resp))
                     }
-                    Err(HttpError::Timeout) => {
-                        return Err(Failure {
-                            reason: DropReason::ExportTimeout,
-                            cause: "timed out".into(),
-                            detail: format!("no response from {} by the deadline", self.url),
-                        });
-                    }
                     Err(e) => {
-                        let failure = Failure {
-                            reason: DropReason::ExportFailed,
-                            cause: e.cause().to_owned(),
-                            detail: e.to_string(),
-                        };
-                        if !e.is_transient() || last {
+                        let (failure, retryable) = Failure::from_transport(e, &self.url);
+                        if !retryable || last {
                             return Err(failure);
                         }
                         (failure, None)
