@@ -41,7 +41,8 @@ async fn run_once(extra: &[(&str, &str)]) -> Option<std::net::SocketAddr> {
     let (summary, proxy) = tokio::join!(run(cfg, options), script);
     assert_eq!(summary.exit, Exit::Clean);
     assert!(
-        fake.requests_to("/2020-01-01/extension/init/error").is_empty(),
+        fake.requests_to("/2020-01-01/extension/init/error")
+            .is_empty(),
         "the proxy must never fail the init"
     );
     proxy
@@ -68,10 +69,9 @@ async fn the_health_path_names_the_extension() {
     let script = async {
         let ready = ready_rx.await.unwrap();
         let addr = ready.proxy_addr.expect("the proxy is up once registered");
-        let client = hyper_util::client::legacy::Client::builder(
-            hyper_util::rt::TokioExecutor::new(),
-        )
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Empty<bytes::Bytes>>();
         let resp = client
             .get(format!("http://{addr}/otel-xray/health").parse().unwrap())
             .await
