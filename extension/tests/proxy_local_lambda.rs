@@ -319,7 +319,8 @@ fn parse_header(h: &str) -> (String, String, bool) {
             .unwrap_or_default()
             .to_owned()
     };
-    let trace = field("Root").replace("1-", "").replace('-', "");
+    let root = field("Root");
+    let trace = root.strip_prefix("1-").unwrap_or(&root).replace('-', "");
     (trace, field("Parent"), field("Sampled") == "1")
 }
 
