@@ -70,6 +70,10 @@ pub const OTEL_XRAY_INDEX_ALL_ATTRIBUTES: &str = "OTEL_XRAY_INDEX_ALL_ATTRIBUTES
 pub const OTEL_XRAY_PLATFORM_SPANS: &str = "OTEL_XRAY_PLATFORM_SPANS";
 /// Log level of the extension: `error` | `warn` | `info` | `debug` | `trace` | `off`.
 pub const OTEL_XRAY_LOG_LEVEL: &str = "OTEL_XRAY_LOG_LEVEL";
+/// Read by the wrapper only: `true` | `false`, hand off to the function's auto-instrumentation.
+pub const OTEL_XRAY_AUTO_INSTRUMENTATION: &str = "OTEL_XRAY_AUTO_INSTRUMENTATION";
+/// Read by the wrapper only: path of the OpenTelemetry Java agent jar.
+pub const OTEL_XRAY_JAVA_AGENT: &str = "OTEL_XRAY_JAVA_AGENT";
 
 /// One variable the extension reads, for the README table and its test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +172,16 @@ pub const ENV_VARS: &[EnvVarDoc] = &[
         name: OTEL_XRAY_LOG_LEVEL,
         default: "$OTEL_LOG_LEVEL, else info",
         meaning: "the extension's log level: `error`, `warn`, `info`, `debug`, `trace` or `off`",
+    },
+    EnvVarDoc {
+        name: OTEL_XRAY_AUTO_INSTRUMENTATION,
+        default: "true",
+        meaning: "(wrapper) start the function's own OpenTelemetry auto-instrumentation where it ships one: Python `opentelemetry-instrument`, Node.js `@opentelemetry/auto-instrumentations-node/register`, the Java agent",
+    },
+    EnvVarDoc {
+        name: OTEL_XRAY_JAVA_AGENT,
+        default: "/opt/opentelemetry-javaagent.jar",
+        meaning: "(wrapper) the OpenTelemetry Java agent jar added to `JAVA_TOOL_OPTIONS` when it exists",
     },
     EnvVarDoc {
         name: OTEL_SERVICE_NAME,
