@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::lambda::event_context::{ContextSource, DEFAULT_PRECEDENCE, parse_precedence};
+
 /// Standard OpenTelemetry variable: the service name of the extension's own spans.
 pub const OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
 /// Standard OpenTelemetry variable: resource attributes of the extension's own spans.
@@ -70,6 +72,14 @@ pub const OTEL_XRAY_INDEX_ALL_ATTRIBUTES: &str = "OTEL_XRAY_INDEX_ALL_ATTRIBUTES
 pub const OTEL_XRAY_PLATFORM_SPANS: &str = "OTEL_XRAY_PLATFORM_SPANS";
 /// Log level of the extension: `error` | `warn` | `info` | `debug` | `trace` | `off`.
 pub const OTEL_XRAY_LOG_LEVEL: &str = "OTEL_XRAY_LOG_LEVEL";
+/// `true` | `false`: the Runtime API proxy (read by the extension and by the wrapper).
+pub const OTEL_XRAY_PROXY: &str = "OTEL_XRAY_PROXY";
+/// Which incoming context becomes the invocation span's parent, in order (docs/propagation.md).
+pub const OTEL_XRAY_CONTEXT_PRECEDENCE: &str = "OTEL_XRAY_CONTEXT_PRECEDENCE";
+/// Comma-separated baggage keys copied onto the invocation span as attributes.
+pub const OTEL_XRAY_BAGGAGE_ATTRIBUTES: &str = "OTEL_XRAY_BAGGAGE_ATTRIBUTES";
+/// `merge` | `keep`: what happens when the function's own instrumentation made an invocation span.
+pub const OTEL_XRAY_INVOCATION_SPAN: &str = "OTEL_XRAY_INVOCATION_SPAN";
 /// Read by the wrapper only: `true` | `false`, hand off to the function's auto-instrumentation.
 pub const OTEL_XRAY_AUTO_INSTRUMENTATION: &str = "OTEL_XRAY_AUTO_INSTRUMENTATION";
 /// Read by the wrapper only: path of the OpenTelemetry Java agent jar.
@@ -172,6 +182,26 @@ pub const ENV_VARS: &[EnvVarDoc] = &[
         name: OTEL_XRAY_LOG_LEVEL,
         default: "$OTEL_LOG_LEVEL, else info",
         meaning: "the extension's log level: `error`, `warn`, `info`, `debug`, `trace` or `off`",
+    },
+    EnvVarDoc {
+        name: OTEL_XRAY_PROXY,
+        default: "true",
+        meaning: "run the Runtime API proxy (invocation spans, trace header for the function); the wrapper reads it too",
+    },
+    EnvVarDoc {
+        name: OTEL_XRAY_CONTEXT_PRECEDENCE,
+        default: "lambda-sampled,traceparent,xray,lambda",
+        meaning: "which incoming context parents the invocation span, first found wins (docs/propagation.md)",
+    },
+    EnvVarDoc {
+        name: OTEL_XRAY_BAGGAGE_ATTRIBUTES,
+        default: "(none)",
+        meaning: "comma-separated baggage keys of the incoming event copied onto the invocation span as attributes",
+    },
+    EnvVarDoc {
+        name: OTEL_XRAY_INVOCATION_SPAN,
+        default: "merge",
+        meaning: "`merge`: the function's own FaaS span for the request takes the proxy's place; `keep`: export both",
     },
     EnvVarDoc {
         name: OTEL_XRAY_AUTO_INSTRUMENTATION,
@@ -315,6 +345,14 @@ pub struct Config {
     pub resource_attributes: Vec<(String, String)>,
     /// host:port of the Lambda APIs.
     pub runtime_api: Option<String>,
+    /// Run the Runtime API proxy (`OTEL_XRAY_PROXY`).
+    pub proxy: bool,
+    /// Parent precedence of the invocation span (`OTEL_XRAY_CONTEXT_PRECEDENCE`).
+    pub context_precedence: Vec<ContextSource>,
+    /// Baggage keys copied onto the invocation span (`OTEL_XRAY_BAGGAGE_ATTRIBUTES`).
+    pub baggage_attributes: Vec<String>,
+    /// Merge the function's own FaaS span with the proxy's (`OTEL_XRAY_INVOCATION_SPAN=merge`).
+    pub merge_invocation_spans: bool,
 }
 
 /// A value that was malformed and replaced by its default.
@@ -605,6 +643,44 @@ impl Config {
             }),
         };
 
+        let proxy = parse_bool(&get, OTEL_XRAY_PROXY, true, &mut warnings);
+        let context_precedence = match get(OTEL_XRAY_CONTEXT_PRECEDENCE) {
+            None => DEFAULT_PRECEDENCE.to_vec(),
+            Some(raw) => parse_precedence(&raw).unwrap_or_else(|| {
+                warnings.push(ConfigWarning {
+                    var: OTEL_XRAY_CONTEXT_PRECEDENCE,
+                    value: raw.clone(),
+                    reason: "expected a comma-separated list of lambda-sampled, traceparent, xray, lambda, lambda-strict (or none)".into(),
+                    fallback: "lambda-sampled,traceparent,xray,lambda".into(),
+                });
+                DEFAULT_PRECEDENCE.to_vec()
+            }),
+        };
+        let baggage_attributes = get(OTEL_XRAY_BAGGAGE_ATTRIBUTES)
+            .map(|raw| {
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let merge_invocation_spans =
+            match get(OTEL_XRAY_INVOCATION_SPAN).map(|v| v.to_ascii_lowercase()) {
+                None => true,
+                Some(v) if v == "merge" => true,
+                Some(v) if v == "keep" => false,
+                Some(v) => {
+                    warnings.push(ConfigWarning {
+                        var: OTEL_XRAY_INVOCATION_SPAN,
+                        value: v,
+                        reason: "expected merge or keep".into(),
+                        fallback: "merge".into(),
+                    });
+                    true
+                }
+            };
+
         Ok((
             Config {
                 exporter,
@@ -630,6 +706,10 @@ impl Config {
                 service_name,
                 resource_attributes,
                 runtime_api: get(AWS_LAMBDA_RUNTIME_API),
+                proxy,
+                context_precedence,
+                baggage_attributes,
+                merge_invocation_spans,
             },
             warnings,
         ))

@@ -50,7 +50,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::buffer::{self, BufferHandle, SpanBatch};
-use crate::config::{AWS_LAMBDA_RUNTIME_API, Config, OTEL_XRAY_GRPC_PORT, OTEL_XRAY_HTTP_PORT};
+use crate::config::{
+    AWS_LAMBDA_RUNTIME_API, Config, OTEL_XRAY_GRPC_PORT, OTEL_XRAY_HTTP_PORT, OTEL_XRAY_PROXY,
+    OTEL_XRAY_PROXY_PORT,
+};
 use crate::export::{ExportReport, Exporter};
 use crate::flush::{FlushPolicy, FlushReason};
 use crate::lambda::extensions_api::{
@@ -60,7 +63,11 @@ use crate::lambda::invocation::{
     EndSource, InvocationEnd, InvocationEndReceiver, InvocationEndSender, RecentIds,
     invocation_end_channel,
 };
+use crate::lambda::invocation_span::{
+    InvocationOutcome, InvocationSpans, SharedInvocationSpans, SpanSettings, merge_function_spans,
+};
 use crate::lambda::platform_spans::{FunctionInfo, PlatformSpans};
+use crate::lambda::runtime_proxy::{self, ProxyParts};
 use crate::lambda::telemetry::{
     self, TelemetryCounters, TelemetryCountersSnapshot, TelemetryEvent, TelemetryRecord,
 };
@@ -162,6 +169,8 @@ pub struct Ready {
     pub stats: Arc<Stats>,
     /// End-of-invocation signals (what the Runtime API proxy uses).
     pub invocation_end: InvocationEndSender,
+    /// Where the Runtime API proxy listens (None: off or its port taken).
+    pub proxy_addr: Option<SocketAddr>,
 }
 
 /// Options of [`run`] beyond the configuration.
@@ -330,6 +339,24 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
             receiver_port_hint(e)
         );
     }
+    // The Runtime API proxy, bound before register so that it is up before the runtime starts.
+    // A taken port leaves it out: the wrapper's health probe fails and the runtime talks to
+    // Lambda directly.
+    let proxy_listener = if config.proxy {
+        match runtime_proxy::bind(config.proxy_port).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                error!(
+                    "{e}; set {OTEL_XRAY_PROXY_PORT} to a free port (or {OTEL_XRAY_PROXY}=false); \
+                     the runtime will talk to Lambda directly, without invocation spans from the proxy"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let proxy_addr = proxy_listener.as_ref().and_then(|l| l.local_addr().ok());
     let listener = match telemetry::bind(config.telemetry_port).await {
         Ok(l) => Ok(l),
         Err(e) => {
@@ -409,15 +436,35 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
         }
     };
 
-    let platform = config.platform_spans.then(|| {
-        PlatformSpans::new(FunctionInfo {
-            function_name: registration.function_name.clone(),
-            function_version: registration.function_version.clone(),
-            account_id: registration.account_id.clone(),
-            region: config.region.clone(),
-            service_name: config.service_name.clone(),
-            resource_attributes: config.resource_attributes.clone(),
-        })
+    let info = FunctionInfo {
+        function_name: registration.function_name.clone(),
+        function_version: registration.function_version.clone(),
+        account_id: registration.account_id.clone(),
+        region: config.region.clone(),
+        service_name: config.service_name.clone(),
+        resource_attributes: config.resource_attributes.clone(),
+    };
+    let platform = config
+        .platform_spans
+        .then(|| PlatformSpans::new(info.clone()));
+    let invocation_spans = proxy_listener.map(|listener| {
+        let spans = InvocationSpans::shared(
+            &info,
+            SpanSettings {
+                precedence: config.context_precedence.clone(),
+                baggage_attributes: config.baggage_attributes.clone(),
+            },
+        );
+        let parts = ProxyParts {
+            upstream: runtime_api.clone(),
+            end: end_tx.clone(),
+            buffer: buffer.clone(),
+            spans: Some(Arc::clone(&spans)),
+        };
+        if let Err(e) = runtime_proxy::serve(listener, parts, root.child_token(), &mut servers) {
+            error!(error = %e, "Runtime API proxy not started");
+        }
+        spans
     });
 
     if let Some(ready) = options.ready {
@@ -430,6 +477,7 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
             buffer: buffer.clone(),
             stats: Arc::clone(&stats),
             invocation_end: end_tx.clone(),
+            proxy_addr,
         });
     }
 
@@ -445,6 +493,8 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
         ended: RecentIds::new(RECENT_ENDS),
         export_timeout: config.export_timeout,
         invocations: 0,
+        invocation_spans,
+        merge_invocation_spans: config.merge_invocation_spans,
     };
     let end = lifecycle.event_loop(&client, &options.cancel).await;
     drop(end_tx);
@@ -481,6 +531,13 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
             )
         }
     };
+    // Invocations still open never got an answer: their spans end as faults.
+    let why = match (&reason, exit) {
+        (Some(r), _) => format!("shutdown: {}", r.as_str()),
+        (None, Exit::Fatal) => "shutdown: fatal".to_owned(),
+        (None, _) => "shutdown".to_owned(),
+    };
+    lifecycle.fail_open_invocations(&why).await;
     let stats = lifecycle
         .shutdown(shutdown_deadline, &root, &mut servers)
         .await;
@@ -517,6 +574,21 @@ pub fn instant_from_unix_ms(unix_ms: u64, now_system: SystemTime, now: Instant) 
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     now + Duration::from_millis(unix_ms.saturating_sub(now_ms))
+}
+
+/// The request id of the telemetry records that carry one.
+fn request_id_of(record: &TelemetryRecord) -> Option<&str> {
+    match record {
+        TelemetryRecord::Start(s) => Some(&s.request_id),
+        TelemetryRecord::RuntimeDone(d) => Some(&d.request_id),
+        TelemetryRecord::Report(r) => Some(&r.request_id),
+        _ => None,
+    }
+}
+
+/// A poisoned lock only means a panic elsewhere; the data is still usable.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn unix_nanos_now() -> u64 {
@@ -560,6 +632,10 @@ struct Lifecycle {
     ended: RecentIds,
     export_timeout: Duration,
     invocations: u64,
+    /// The Runtime API proxy's invocation spans (None: no proxy).
+    invocation_spans: Option<SharedInvocationSpans>,
+    /// `OTEL_XRAY_INVOCATION_SPAN=merge`.
+    merge_invocation_spans: bool,
 }
 
 impl Lifecycle {
@@ -686,6 +762,15 @@ impl Lifecycle {
             waited_ms = now.elapsed().as_millis() as u64,
             "invocation ended"
         );
+        if ended_by == "deadline" {
+            self.end_invocation_span(
+                &invoke.request_id,
+                InvocationOutcome::Fault {
+                    reason: "timeout".to_owned(),
+                },
+            )
+            .await;
+        }
         self.flush(reason, Some(deadline)).await;
         None
     }
@@ -714,6 +799,18 @@ impl Lifecycle {
                         "platform.runtimeDone"
                     );
                     self.ended.insert(&done.request_id);
+                    // Lambda saw the end first (or the runtime never answered: timeout, crash).
+                    let outcome = if done.status.is_success() {
+                        InvocationOutcome::Response
+                    } else {
+                        InvocationOutcome::Fault {
+                            reason: done
+                                .error_type
+                                .clone()
+                                .unwrap_or_else(|| done.status.as_str().to_owned()),
+                        }
+                    };
+                    self.end_invocation_span(&done.request_id, outcome).await;
                 }
                 TelemetryRecord::LogsDropped(d) => warn!(
                     dropped_records = d.dropped_records,
@@ -731,6 +828,12 @@ impl Lifecycle {
                 _ => {}
             }
             if let Some(platform) = &mut self.platform {
+                if let (Some(shared), Some(request_id)) =
+                    (&self.invocation_spans, request_id_of(&event.record))
+                    && let Some(context) = lock(shared).owner_context(request_id)
+                {
+                    platform.claim(request_id, context);
+                }
                 platform.on_event(event, now, &mut spans);
             }
         }
@@ -742,6 +845,41 @@ impl Lifecycle {
             if let Err(e) = self.buffer.push(batch).await {
                 debug!(error = %e, "platform spans not buffered");
             }
+        }
+    }
+
+    /// Ends the proxy's span of `request_id` if it is still open, and buffers it.
+    async fn end_invocation_span(&mut self, request_id: &str, outcome: InvocationOutcome) {
+        let Some(shared) = &self.invocation_spans else {
+            return;
+        };
+        let rs = {
+            let mut spans = lock(shared);
+            spans
+                .end(request_id, outcome, unix_nanos_now())
+                .map(|span| spans.resource_spans(vec![span]))
+        };
+        if let Some(rs) = rs
+            && let Err(e) = self.buffer.push(SpanBatch::new(vec![rs])).await
+        {
+            debug!(error = %e, "invocation span not buffered");
+        }
+    }
+
+    /// Ends every open proxy span as a fault (SHUTDOWN: the runtime never answered).
+    async fn fail_open_invocations(&mut self, reason: &str) {
+        let Some(shared) = &self.invocation_spans else {
+            return;
+        };
+        let rs = {
+            let mut spans = lock(shared);
+            let failed = spans.fail_open(reason, unix_nanos_now());
+            (!failed.is_empty()).then(|| spans.resource_spans(failed))
+        };
+        if let Some(rs) = rs
+            && let Err(e) = self.buffer.push(SpanBatch::new(vec![rs])).await
+        {
+            debug!(error = %e, "invocation spans not buffered");
         }
     }
 
@@ -762,9 +900,19 @@ impl Lifecycle {
     /// Drains the buffer and exports it by `deadline`. Returns the spans handed to the exporter.
     async fn flush_until(&mut self, reason: FlushReason, deadline: Instant) -> usize {
         let started = Instant::now();
-        let Ok(batch) = self.buffer.drain().await else {
+        let Ok(mut batch) = self.buffer.drain().await else {
             return 0;
         };
+        if self.merge_invocation_spans && self.invocation_spans.is_some() {
+            // The function's own FaaS span took the proxy span's place: the proxy span's content
+            // is exported inside it, so it counts as exported, not as lost.
+            let merged = merge_function_spans(&mut batch.resource_spans).min(batch.spans);
+            if merged > 0 {
+                batch.spans -= merged;
+                self.stats.add_exported(merged as u64);
+                debug!(merged, "invocation spans merged into the function's own");
+            }
+        }
         self.policy.record_flush(started);
         if batch.is_empty() {
             debug!(reason = %reason, spans = 0, "flush: nothing buffered");

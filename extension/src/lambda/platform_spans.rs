@@ -20,6 +20,10 @@
 //! `cloud.provider=aws`, `cloud.platform=aws_lambda`, `cloud.region`, `faas.name`,
 //! `faas.version`, and `OTEL_RESOURCE_ATTRIBUTES`.
 //!
+//! When the Runtime API proxy records a request's invocation span ([`PlatformSpans::claim`]),
+//! no invocation span is built here for it; the cold start's `Init` / `Restore` spans hang under
+//! the proxy's span instead (exactly one invocation span per request id).
+//!
 //! `Sampled=0` → nothing is emitted for that request. Every span is emitted at most once, however
 //! often Lambda re-delivers the events. The builder is pure: no clock (callers pass `now`), no
 //! randomness of its own (an [`IdSource`] is injected), no I/O.
@@ -202,6 +206,9 @@ pub struct PlatformSpans<I: IdSource = RandomIds> {
     provisioned: bool,
     init: Phase,
     restore: Phase,
+    /// Requests whose invocation span the Runtime API proxy records: (request id, its span
+    /// context, `None` when unsampled).
+    claimed: VecDeque<(String, Option<SpanContext>)>,
 }
 
 impl PlatformSpans<RandomIds> {
@@ -226,7 +233,22 @@ impl<I: IdSource> PlatformSpans<I> {
             provisioned: false,
             init: Phase::default(),
             restore: Phase::default(),
+            claimed: VecDeque::new(),
         }
+    }
+
+    /// The Runtime API proxy records `request_id`'s invocation span (`Some((trace, span))`) or
+    /// saw it unsampled (`None`): no second invocation span is made for it, and the `Init` /
+    /// `Restore` spans of a cold start hang under the proxy's span.
+    pub fn claim(&mut self, request_id: &str, context: Option<([u8; 16], [u8; 8])>) {
+        if self.claimed.iter().any(|(id, _)| id == request_id) {
+            return;
+        }
+        if self.claimed.len() == MAX_PENDING {
+            self.claimed.pop_front();
+        }
+        let context = context.map(|(trace_id, span_id)| SpanContext { trace_id, span_id });
+        self.claimed.push_back((request_id.to_owned(), context));
     }
 
     /// The resource of every span built here.
@@ -389,6 +411,12 @@ impl<I: IdSource> PlatformSpans<I> {
     fn finish(&mut self, request_id: &str, end: EndInfo<'_>, out: &mut Vec<Span>) {
         self.finished.insert(request_id);
         let p = self.take_pending(request_id);
+        if let Some((_, claimed)) = self.claimed.iter().find(|(id, _)| id == request_id) {
+            if self.coldstart_request.as_deref() == Some(request_id) {
+                self.coldstart_context = *claimed;
+            }
+            return;
+        }
         // The first header with a trace id: platform.start / INVOKE, then the ending event.
         let from_end = end.tracing.map(|t| XRayTraceHeader::parse(&t.value));
         let header = [p.header, from_end]
@@ -589,7 +617,7 @@ fn kv_bool(key: &str, value: bool) -> KeyValue {
 
 /// The resource: detected Lambda attributes, then `OTEL_RESOURCE_ATTRIBUTES` (which may override
 /// them, except `service.name` when `OTEL_SERVICE_NAME` set one).
-fn build_resource(info: &FunctionInfo) -> Resource {
+pub(crate) fn build_resource(info: &FunctionInfo) -> Resource {
     let mut attrs: Vec<(String, String)> = Vec::new();
     let user_service = info
         .resource_attributes
@@ -997,6 +1025,25 @@ mod tests {
         // The init phase has no end yet, the restore phase is complete.
         let names: Vec<_> = spans.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["orders", "Restore"]);
+    }
+
+    #[test]
+    fn a_request_the_proxy_claimed_gets_no_second_invocation_span() {
+        let mut b = builder();
+        let init = r#"[{"time":"2022-10-12T00:00:14.000Z","type":"platform.initStart","record":{"initializationType":"on-demand","phase":"init"}},
+                       {"time":"2022-10-12T00:00:14.500Z","type":"platform.initRuntimeDone","record":{"initializationType":"on-demand","phase":"init","status":"success"}}]"#;
+        assert!(feed(&mut b, init).is_empty());
+        b.on_invoke(&invoke("req-1", Some(HEADER)));
+        b.claim("req-1", Some((TRACE, [7; 8])));
+        let spans = feed(&mut b, &done_json("req-1", "success", ""));
+        // Only the Init span, under the proxy's invocation span.
+        assert_eq!(spans.len(), 1);
+        assert_eq!(spans[0].name, "Init");
+        assert_eq!(spans[0].parent_span_id, [7; 8]);
+        // Unsampled by the proxy: nothing at all.
+        b.on_invoke(&invoke("req-2", Some(HEADER)));
+        b.claim("req-2", None);
+        assert!(feed(&mut b, &done_json("req-2", "success", "")).is_empty());
     }
 
     #[test]
