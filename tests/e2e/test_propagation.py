@@ -269,3 +269,43 @@ def test_wrapper_without_extension_leaves_the_runtime_alone(sandboxes, runtime):
     notes = [line for line in wrapper_log.splitlines()
              if "[otel-xray-wrapper] Runtime API proxy not used" in line]
     assert len(notes) == 1, wrapper_log[-2000:]
+
+
+def test_python_auto_instrumentation_handoff(sandbox, daemon):
+    """The function ships opentelemetry-distro and opentelemetry-instrumentation (on its
+    PYTHONPATH) and configures nothing: through the wrapper its SDK is configured from the
+    environment at interpreter start, exports to the extension, and continues the proxy's trace."""
+    import opentelemetry.instrumentation.auto_instrumentation as auto
+
+    site = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(auto.__file__))))
+    function = os.path.join(HERE, "functions", "python_auto")
+    lam = sandbox([python_runtime()[0], "-m", "awslambdaric",
+                   "auto_handler.handler"], env={
+        "PYTHONPATH": "%s:%s" % (function, site),
+        "PYTHONUNBUFFERED": "1",
+        "AWS_XRAY_DAEMON_ADDRESS": daemon.address,
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+    })
+    result = lam.invoke({})
+    assert result["status"] == "success", result
+    out = result["response"]
+    assert out["provider"] == "opentelemetry.sdk.trace.TracerProvider", out
+    assert out["sitecustomize"] == os.path.join(os.path.dirname(auto.__file__), "sitecustomize.py"), out
+    trace_id = header_fields(out["trace_header"])["Root"]
+    assert header_fields(out["trace_header"])["Parent"] != header_fields(result["traceHeader"]).get("Parent")
+
+    def check(docs):
+        nodes = model.traces(docs).get(trace_id, [])
+        root = one_connected_tree(nodes)
+        assert root.parent_id is None
+        assert [n.name for n in nodes].count("auto-work") == 1, [n.name for n in nodes]
+        return nodes
+
+    def ready(docs):
+        try:
+            return bool(check(docs))
+        except AssertionError:
+            return False
+
+    check(daemon.wait_for(ready, timeout=10))
