@@ -118,6 +118,10 @@ def connected_trace(daemon, runtime, trace_id, external_parent):
         root = one_connected_tree(nodes, allowed_external_parent=external_parent)
         assert root.parent_id == external_parent, (root.name, root.parent_id, external_parent)
         assert root.kind == "segment"
+        # One invocation span: the function's own FaaS SERVER span takes the proxy's place
+        # (OTEL_XRAY_INVOCATION_SPAN=merge, the default) instead of doubling it.
+        segments = [n.name for n in nodes if n.kind == "segment"]
+        assert len(segments) == 1, segments
         by_id = {n.id: n for n in nodes}
         leaves = [n for n in nodes if n.name == LEAF[runtime]]
         assert len(leaves) == 1, [n.name for n in nodes]
@@ -309,3 +313,36 @@ def test_python_auto_instrumentation_handoff(sandbox, daemon):
             return False
 
     check(daemon.wait_for(ready, timeout=10))
+
+
+MERGE_LATE_INIT = pytest.mark.xfail(strict=False, reason=(
+    "known defect of the proxy branch: when the function's own FaaS SERVER span replaces the "
+    "invocation span (OTEL_XRAY_INVOCATION_SPAN=merge), an Init span that arrives in a later "
+    "flush keeps the replaced span's id as its parent, an orphan; remove this mark once the "
+    "proxy re-parents late spans onto the function's span"))
+
+
+@pytest.mark.parametrize("mode", ["keep", pytest.param("merge", marks=MERGE_LATE_INIT)])
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_cold_start_trace_is_whole_after_shutdown(sandbox, daemon, runtime, mode):
+    """The first invocation's trace, read after SHUTDOWN so that every late document is in
+    (platform spans such as Init come from the Telemetry API, possibly in a later flush): still
+    one tree under the caller's span, Init included when it came."""
+    cmd, env, task_root = runtime_spec(runtime)
+    env = dict(env, AWS_XRAY_DAEMON_ADDRESS=daemon.address, OTEL_XRAY_INVOCATION_SPAN=mode)
+    lam = sandbox(cmd, env=env, task_root=task_root)
+    event = api_gateway_event({"traceparent": "00-%s-%s-01" % (CALLER_TRACE, CALLER_SPAN)})
+    _, seen = invoke_ok(lam, event)
+    invoke_ok(lam, {"order_id": "warm"})  # a later flush, which usually carries Init
+    lam.shutdown()
+    nodes = [n for n in model.traces(daemon.drain()).get(xray_id(CALLER_TRACE), [])]
+    assert nodes, "no document of the caller's trace"
+    root = one_connected_tree(nodes, allowed_external_parent=CALLER_SPAN)
+    assert root.parent_id == CALLER_SPAN
+    # Init is there when the Telemetry API delivered the init events before SHUTDOWN (not
+    # guaranteed); when it is, it is in the tree (checked above).
+    assert [n.name for n in nodes].count("Init") <= 1, [n.name for n in nodes]
+    if mode == "keep":
+        # Both invocation spans: the proxy's is the root, the function's SERVER span its child.
+        assert root.id == seen["parent_id"], (root.id, seen)
+        assert any(n.id == seen["span_id"] and n.parent_id == root.id for n in nodes)
