@@ -894,6 +894,39 @@ mod tests {
     }
 
     #[test]
+    fn proxy_settings() {
+        let (c, w) = parse(&[("AWS_REGION", "eu-west-1")]).unwrap();
+        assert!(w.is_empty());
+        assert!(c.proxy && c.merge_invocation_spans);
+        assert_eq!(c.context_precedence, DEFAULT_PRECEDENCE);
+        assert!(c.baggage_attributes.is_empty());
+        let (c, w) = parse(&[
+            ("AWS_REGION", "eu-west-1"),
+            (OTEL_XRAY_PROXY, "false"),
+            (OTEL_XRAY_CONTEXT_PRECEDENCE, "traceparent,lambda-strict"),
+            (OTEL_XRAY_BAGGAGE_ATTRIBUTES, "user.id, tenant"),
+            (OTEL_XRAY_INVOCATION_SPAN, "keep"),
+        ])
+        .unwrap();
+        assert!(w.is_empty());
+        assert!(!c.proxy && !c.merge_invocation_spans);
+        assert_eq!(
+            c.context_precedence,
+            [ContextSource::Traceparent, ContextSource::LambdaStrict]
+        );
+        assert_eq!(c.baggage_attributes, ["user.id", "tenant"]);
+        let (c, w) = parse(&[
+            ("AWS_REGION", "eu-west-1"),
+            (OTEL_XRAY_CONTEXT_PRECEDENCE, "w3c"),
+            (OTEL_XRAY_INVOCATION_SPAN, "both"),
+        ])
+        .unwrap();
+        assert_eq!(w.len(), 2);
+        assert_eq!(c.context_precedence, DEFAULT_PRECEDENCE);
+        assert!(c.merge_invocation_spans);
+    }
+
+    #[test]
     fn defaults_with_region_pick_api() {
         let (c, w) = parse(&[("AWS_REGION", "eu-west-1")]).unwrap();
         assert!(w.is_empty());

@@ -3,8 +3,9 @@
 //! ```text
 //!  main_entry ─▶ run_with_lookup ─▶ run(config, options) ─▶ RunSummary ─▶ exit code
 //!
-//!  init      parse config → logging → bind every listener (OTLP receivers on 127.0.0.1,
-//!            Telemetry API listener on sandbox.localdomain) → build the exporter (cheap) →
+//!  init      parse config → logging → bind every listener (OTLP receivers and the Runtime
+//!            API proxy on 127.0.0.1, Telemetry API listener on sandbox.localdomain; a taken
+//!            receiver or proxy port leaves that one out) → build the exporter (cheap) →
 //!            spawn the span buffer and the servers → register → subscribe to the Telemetry
 //!            API → event loop. Any failure before register → register, `init/error`, exit 1.
 //!

@@ -52,6 +52,8 @@ enum Plan {
     Error,
     /// Never answer (the function times out).
     Hang,
+    /// A streamed response (chunked), ending with error trailers when `true`.
+    Stream(bool),
 }
 
 /// What the runtime was handed.
@@ -241,6 +243,10 @@ async fn runtime(
             )
             .await;
         }
+        if let Plan::Stream(fail) = plan {
+            post_streamed(&base, &request_id, fail).await;
+            continue;
+        }
         let (path, body, error_type) = match plan {
             Plan::Hang => return,
             Plan::Error => (
@@ -262,6 +268,43 @@ async fn runtime(
             .unwrap();
         assert_eq!(resp.status(), 202);
     }
+}
+
+/// A streamed response as the runtimes send it: chunked, with the error in trailers.
+async fn post_streamed(base: &str, request_id: &str, fail: bool) {
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    let mut frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![
+        Ok(Frame::data(Bytes::from_static(b"first chunk,"))),
+        Ok(Frame::data(Bytes::from_static(b"second chunk"))),
+    ];
+    if fail {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert(
+            "lambda-runtime-function-error-type",
+            "StreamBroke".parse().unwrap(),
+        );
+        trailers.insert(
+            "lambda-runtime-function-error-body",
+            "c3RyZWFtIGJyb2tl".parse().unwrap(),
+        );
+        frames.push(Ok(Frame::trailers(trailers)));
+    }
+    let body = StreamBody::new(futures_util::stream::iter(frames));
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(format!("{base}/{request_id}/response"))
+        .header("Lambda-Runtime-Function-Response-Mode", "streaming")
+        .header("Transfer-Encoding", "chunked")
+        .header(
+            "Trailer",
+            "Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body",
+        )
+        .body(body)
+        .unwrap();
+    let http = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let resp = http.request(req).await.unwrap();
+    assert_eq!(resp.status(), 202);
 }
 
 /// `Root=1-a-b;Parent=p;Sampled=s` → (32-hex trace id, parent, sampled).
@@ -558,6 +601,35 @@ async fn active_tracing_and_the_functions_own_invocation_span() {
     assert_eq!(
         sb.inits, 1,
         "one Init span, under the cold start's invocation span"
+    );
+    let _ = sb.lambda.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_responses_and_their_error_trailers_pass_through() {
+    let mut sb = Sandbox::start(false, &[]).await;
+    let (seen, result, docs) = sb.invoke(json!({}), None, Plan::Stream(false)).await;
+    assert_eq!(result.status, InvokeStatus::Success);
+    assert_eq!(
+        result.response.as_deref(),
+        Some(&b"first chunk,second chunk"[..])
+    );
+    let nodes = sb.nodes(&docs);
+    let inv = invocation_segments(&nodes, &seen.request_id);
+    assert_eq!(inv.len(), 1);
+    assert!(inv[0].doc["fault"].is_null(), "{:?}", inv[0].doc);
+
+    let (seen, result, docs) = sb.invoke(json!({}), None, Plan::Stream(true)).await;
+    // Lambda read the trailers the runtime sent through the proxy.
+    assert_eq!(result.status, InvokeStatus::Error);
+    assert_eq!(result.error.as_ref().unwrap().error_type, "StreamBroke");
+    let nodes = sb.nodes(&docs);
+    let inv = invocation_segments(&nodes, &seen.request_id);
+    assert_eq!(inv.len(), 1);
+    assert_eq!(inv[0].doc["fault"], true);
+    assert_eq!(
+        inv[0].doc["metadata"]["default"]["error.type"],
+        "StreamBroke"
     );
     let _ = sb.lambda.shutdown().await;
 }

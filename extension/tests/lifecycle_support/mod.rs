@@ -305,6 +305,9 @@ pub fn config(fake: SocketAddr, extra: &[(&str, &str)]) -> Config {
         config.http_port = 0;
     }
     config.grpc_port = 0;
+    if !extra.iter().any(|(k, _)| *k == "OTEL_XRAY_PROXY_PORT") {
+        config.proxy_port = 0;
+    }
     if !extra.iter().any(|(k, _)| *k == "OTEL_XRAY_TELEMETRY_PORT") {
         config.telemetry_port = 0;
     }
