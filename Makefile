@@ -48,3 +48,5 @@ bench: setup local-layer ## Benchmarks: criterion (decode + translate), then the
 	$(CARGO) bench -p otel-xray-extension --bench translate
 	OTEL_XRAY_LAYER=$(abspath $(LOCAL_LAYER)) OTEL_XRAY_BIN_DIR=$(abspath $(RELEASE)) \
 		$(PY) tests/bench/lambda_bench.py
+	OTEL_XRAY_LAYER=$(abspath $(LOCAL_LAYER)) OTEL_XRAY_BIN_DIR=$(abspath $(RELEASE)) \
+		$(PY) tests/bench/propagation_bench.py

@@ -26,7 +26,17 @@ if [ "$(cat "$stamp_dir/.requirements" 2>/dev/null || true)" != "$req_hash" ]; t
   echo "$req_hash" > "$stamp_dir/.requirements"
 fi
 
-# Node.js OpenTelemetry SDK (locked).
+# aws-lambda-ric (Node's runtime interface client) builds native code with these.
+missing=()
+for tool in cmake:cmake autoconf:autoconf automake:automake libtoolize:libtool g++:g++ make:make; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool##*:}")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing ${missing[*]} from Debian (aws-lambda-ric's native build)"
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Node.js OpenTelemetry SDK and aws-lambda-ric (locked).
 if command -v npm >/dev/null 2>&1; then
   lock_hash="$(sha256sum "$here/node/package-lock.json" | cut -c1-16)"
   if [ "$(cat "$here/node/node_modules/.lock-hash" 2>/dev/null || true)" != "$lock_hash" ]; then

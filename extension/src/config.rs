@@ -80,6 +80,10 @@ pub const OTEL_XRAY_CONTEXT_PRECEDENCE: &str = "OTEL_XRAY_CONTEXT_PRECEDENCE";
 pub const OTEL_XRAY_BAGGAGE_ATTRIBUTES: &str = "OTEL_XRAY_BAGGAGE_ATTRIBUTES";
 /// `merge` | `keep`: what happens when the function's own instrumentation made an invocation span.
 pub const OTEL_XRAY_INVOCATION_SPAN: &str = "OTEL_XRAY_INVOCATION_SPAN";
+/// Read by the wrapper only: `true` | `false`, hand off to the function's auto-instrumentation.
+pub const OTEL_XRAY_AUTO_INSTRUMENTATION: &str = "OTEL_XRAY_AUTO_INSTRUMENTATION";
+/// Read by the wrapper only: path of the OpenTelemetry Java agent jar.
+pub const OTEL_XRAY_JAVA_AGENT: &str = "OTEL_XRAY_JAVA_AGENT";
 
 /// One variable the extension reads, for the README table and its test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,6 +202,16 @@ pub const ENV_VARS: &[EnvVarDoc] = &[
         name: OTEL_XRAY_INVOCATION_SPAN,
         default: "merge",
         meaning: "`merge`: the function's own FaaS span for the request takes the proxy's place; `keep`: export both",
+    },
+    EnvVarDoc {
+        name: OTEL_XRAY_AUTO_INSTRUMENTATION,
+        default: "true",
+        meaning: "(wrapper) start the function's own OpenTelemetry auto-instrumentation where it ships one: Python `opentelemetry-instrument`, Node.js `@opentelemetry/auto-instrumentations-node/register`, the Java agent",
+    },
+    EnvVarDoc {
+        name: OTEL_XRAY_JAVA_AGENT,
+        default: "/opt/opentelemetry-javaagent.jar",
+        meaning: "(wrapper) the OpenTelemetry Java agent jar added to `JAVA_TOOL_OPTIONS` when it exists",
     },
     EnvVarDoc {
         name: OTEL_SERVICE_NAME,

@@ -2,7 +2,10 @@
 //!
 //! Lambda's bootstrap runs it as `otel-xray-wrapper <runtime command…>`. It points the function's
 //! OpenTelemetry SDK at the extension's receiver and sets the propagators and the Lambda resource
-//! attributes, each only where the user has not set it, then `exec`s the runtime. It fails open:
+//! attributes, each only where the user has not set it; points `AWS_LAMBDA_RUNTIME_API` at the
+//! extension's Runtime API proxy when it answers its health check (`proxy.rs`); hands off to the
+//! function's own auto-instrumentation where it ships one (`instrument.rs`); then `exec`s the
+//! runtime, whose command it never changes. It fails open:
 //! whatever goes wrong, the runtime starts with the environment it would have had.
 //!
 //! No dependencies, no allocation-heavy work: it must start in about a millisecond.
@@ -12,6 +15,27 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode};
 
 mod env;
+mod instrument;
+mod proxy;
+
+/// The real disk.
+struct RealFs;
+
+impl instrument::Fs for RealFs {
+    fn exists(&self, path: &str) -> bool {
+        std::path::Path::new(path).exists()
+    }
+    fn list_dir(&self, path: &str) -> Vec<String> {
+        std::fs::read_dir(path)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
 
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
@@ -22,9 +46,7 @@ fn main() -> ExitCode {
     let rest: Vec<OsString> = args.collect();
 
     let current = |k: &str| std::env::var(k).ok();
-    let plan = env::plan(&current, &program, &rest, &|p| {
-        std::path::Path::new(p).exists()
-    });
+    let plan = env::plan(&current, &program, &rest, &RealFs, &proxy::probe);
     for note in &plan.notes {
         log(note);
     }

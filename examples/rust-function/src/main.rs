@@ -7,11 +7,16 @@
 //! The provider is flushed before the response is returned, so no span waits in the function
 //! when Lambda freezes the sandbox.
 //!
-//! Event fields it understands: `{"order_id": "...", "fail": bool, "items": n}`.
+//! Event fields it understands: `{"order_id": "...", "fail": bool, "items": n}`; for an HTTP
+//! event (API Gateway, ALB, function URL) it reads the W3C baggage of `headers`.
+//!
+//! The response reports what the function saw (`seen`): the trace header, the context its SERVER
+//! span continued, the baggage and `AWS_LAMBDA_RUNTIME_API`, for the end-to-end tests.
 
 use std::collections::HashMap;
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
+use opentelemetry::baggage::BaggageExt;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{Span, SpanKind, Status, TraceContextExt, Tracer, TracerProvider};
 use opentelemetry::{Context, KeyValue};
@@ -48,6 +53,26 @@ async fn handle(event: LambdaEvent<Value>, provider: SdkTracerProvider) -> Resul
     }
     let parent = opentelemetry_aws::trace::XrayPropagator::default()
         .extract_with_context(&Context::new(), &carrier);
+
+    let parent_span = parent.span().span_context().clone();
+
+    // Baggage travels in the caller's HTTP headers, which only the event carries.
+    let headers: HashMap<String, String> = payload
+        .get("headers")
+        .and_then(Value::as_object)
+        .map(|h| {
+            h.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.to_ascii_lowercase(), v.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let baggage_cx = opentelemetry_sdk::propagation::BaggagePropagator::new()
+        .extract_with_context(&Context::new(), &headers);
+    let baggage: serde_json::Map<String, Value> = baggage_cx
+        .baggage()
+        .iter()
+        .map(|(k, (v, _))| (k.to_string(), Value::from(v.to_string())))
+        .collect();
 
     let order_id = payload
         .get("order_id")
@@ -128,6 +153,7 @@ async fn handle(event: LambdaEvent<Value>, provider: SdkTracerProvider) -> Resul
     if fail {
         server.set_status(Status::error("payment declined"));
     }
+    let server_span = server.span_context().clone();
     server.end();
 
     // Export before returning: Lambda may freeze the sandbox right after the response.
@@ -137,5 +163,14 @@ async fn handle(event: LambdaEvent<Value>, provider: SdkTracerProvider) -> Resul
     if fail {
         return Err("payment declined".into());
     }
-    Ok(json!({ "order_id": order_id, "items": items, "status": "accepted" }))
+    let seen = json!({
+        "trace_header": ctx.xray_trace_id,
+        "trace_id": server_span.trace_id().to_string(),
+        "span_id": server_span.span_id().to_string(),
+        "parent_id": parent_span.is_valid().then(|| parent_span.span_id().to_string()),
+        "sampled": server_span.is_sampled(),
+        "baggage": baggage,
+        "runtime_api": std::env::var("AWS_LAMBDA_RUNTIME_API").ok(),
+    });
+    Ok(json!({ "order_id": order_id, "items": items, "status": "accepted", "seen": seen }))
 }
