@@ -39,4 +39,11 @@ else
   apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
   exec "$0" "$@"
 fi
+# The arm64 layer test runs the arm64 extension under qemu-user, with an aarch64 glibc for its
+# dynamic loader (/usr/aarch64-linux-gnu).
+if ! command -v qemu-aarch64 >/dev/null 2>&1 && ! command -v qemu-aarch64-static >/dev/null 2>&1 \
+  || [ ! -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ]; then
+  log "installing qemu-user and libc6-arm64-cross from Debian"
+  apt-get update -qq && apt-get install -y -qq qemu-user libc6-arm64-cross >/dev/null
+fi
 log "ready ($root)"
