@@ -11,6 +11,9 @@ import re
 import shutil
 import stat
 import struct
+import subprocess
+import time
+import uuid
 import zipfile
 
 import pytest
@@ -34,6 +37,7 @@ LAMBDA_ZIP_LIMIT = 50 * 1000 * 1000
 ARM64_SYSROOT = "/usr/aarch64-linux-gnu"
 # The sample function of template.yaml and examples/terraform, run by the real awslambdaric.
 PY_EXAMPLE = os.path.join(ROOT, "examples", "python-function")
+NODE_EXAMPLE = os.path.join(ROOT, "examples", "node-function")
 
 
 def zip_path(arch):
@@ -171,3 +175,47 @@ def test_layer_from_zip_traces_an_invocation(arch, tmp_path, sandbox, daemon):
     assert ext["exitCode"] == 0 and not ext["killed"], ext
     s = shutdown_summary(lam.extension_log())
     assert s["in_flight"] == 0 and s["dropped"] == 0 and s["received"] == s["exported"] > 0, s
+
+
+def test_node_example_through_the_x86_64_layer(tmp_path, sandbox, daemon):
+    """examples/node-function's handler (its own package.json dependencies: the real Node.js SDK
+    and X-Ray propagator) runs with the environment the wrapper gives a runtime and Lambda's trace
+    header; its spans reach X-Ray through the zip's extension, in Lambda's trace.
+
+    There is no Node.js runtime interface client here, so the handler runs in a node process of
+    its own beside the sandbox, and an invocation of the sandbox is what makes the extension flush."""
+    if not os.path.isdir(os.path.join(NODE_EXAMPLE, "node_modules", "@opentelemetry", "propagator-aws-xray")):
+        pytest.fail("examples/node-function/node_modules is missing: run `make setup`")
+    unpacked = unpack(require_zip("x86_64"), str(tmp_path / "opt"))
+    lam = sandbox([VENV_PY, "-m", "awslambdaric", "app.handler"], layer=unpacked, active_tracing=True,
+                  task_root=PY_EXAMPLE, env={"PYTHONPATH": PY_EXAMPLE,
+                                             "AWS_XRAY_DAEMON_ADDRESS": daemon.address,
+                                             "OTEL_XRAY_PLATFORM_SPANS": "false"})
+    root = "1-%08x-%s" % (int(time.time()), uuid.uuid4().hex[:24])
+    parent = uuid.uuid4().hex[:16]
+    env = dict(os.environ)
+    env.update({
+        # What the wrapper sets for a runtime, and what Lambda sets.
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:%d" % lam.ports["http"],
+        "OTEL_SERVICE_NAME": "orders-node",
+        "OTEL_RESOURCE_ATTRIBUTES": "cloud.provider=aws,cloud.platform=aws_lambda",
+        "_X_AMZN_TRACE_ID": "Root=%s;Parent=%s;Sampled=1" % (root, parent),
+        "NODE_PATH": "",
+    })
+    out = subprocess.run(["node", os.path.join(os.path.dirname(__file__), "node_invoke.js"), NODE_EXAMPLE,
+                          '{"order_id": "n-42"}', "req-n-42"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    assert '"status":"accepted"' in out.stdout, out.stdout
+    # The handler flushed its provider before returning: the spans are in the extension's buffer.
+    assert lam.invoke({"order_id": "p-1"})["status"] == "success"
+    nodes = trace_nodes(daemon.drain(), root)
+    model.link(nodes)
+    (server,) = [n for n in nodes if n.name == "orders-node"]
+    assert server.kind == "segment" and server.parent_id == parent, (server.kind, server.parent_id)
+    assert server.doc["origin"] == "AWS::Lambda::Function", server.doc.get("origin")
+    assert len(server.children) == 2, [c.name for c in server.children]
+    (ddb,) = [c for c in server.children if c.doc.get("namespace") == "aws"]
+    assert ddb.name == "DynamoDB" and ddb.doc["aws"]["operation"] == "PutItem", ddb.doc
+    (http,) = [c for c in server.children if "http" in c.doc]
+    assert http.doc["http"]["response"]["status"] == 200, http.doc
