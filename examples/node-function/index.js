@@ -1,19 +1,22 @@
 // Sample Node.js function for the otel-xray layer: the OpenTelemetry SDK, nothing X-Ray specific.
 //
 // The wrapper (AWS_LAMBDA_EXEC_WRAPPER=/opt/otel-xray-wrapper) has pointed the OTLP exporter at
-// the extension on 127.0.0.1:4318 (OTEL_EXPORTER_OTLP_ENDPOINT) and set OTEL_SERVICE_NAME and the
-// Lambda resource attributes (OTEL_RESOURCE_ATTRIBUTES), which the SDK reads by itself. Two
-// things are Lambda-specific: continue the trace Lambda hands the runtime (_X_AMZN_TRACE_ID) with
-// the X-Ray propagator, and flush the provider before returning, so that the extension has every
-// span before Lambda freezes the sandbox.
+// the extension on 127.0.0.1:4318 (OTEL_EXPORTER_OTLP_ENDPOINT, which the exporter reads) and set
+// OTEL_SERVICE_NAME and the Lambda resource attributes (OTEL_RESOURCE_ATTRIBUTES, which the
+// environment detector reads). Two things are Lambda-specific: continue the trace Lambda hands the
+// runtime (_X_AMZN_TRACE_ID) with the X-Ray propagator, and flush the provider before returning,
+// so that the extension has every span before Lambda freezes the sandbox.
 'use strict';
 const api = require('@opentelemetry/api');
 const { NodeTracerProvider } = require('@opentelemetry/sdk-trace-node');
 const { BatchSpanProcessor } = require('@opentelemetry/sdk-trace-base');
 const { OTLPTraceExporter } = require('@opentelemetry/exporter-trace-otlp-http');
+const { defaultResource, detectResources, envDetector } = require('@opentelemetry/resources');
 const { AWSXRayPropagator } = require('@opentelemetry/propagator-aws-xray');
 
 const provider = new NodeTracerProvider({
+  // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES (the wrapper's Lambda attributes).
+  resource: defaultResource().merge(detectResources({ detectors: [envDetector] })),
   spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter())],
 });
 provider.register();
