@@ -95,7 +95,7 @@ def elf_facts(data):
 
 
 @pytest.mark.parametrize("arch", ARCHES)
-def test_zip_layout_modes_and_binaries(arch, tmp_path):
+def test_zip_layout_modes_and_binaries(arch):
     path = require_zip(arch)
     assert os.path.getsize(path) < LAMBDA_ZIP_LIMIT
     with zipfile.ZipFile(path) as z:
@@ -154,13 +154,17 @@ def test_layer_from_zip_traces_an_invocation(arch, tmp_path, sandbox, daemon):
         parent = result["traceHeader"].split("Parent=")[1].split(";")[0]
         # The extension flushed before asking for the next event: the datagrams are queued.
         nodes = trace_nodes(daemon.drain(), root)
-        model.link(nodes)
+        roots, orphans = model.link(nodes)
         validate = by_name(nodes, "validate")
         (server,) = [n for n in nodes if n.id == validate.parent_id]
         # The function's SERVER span continues Lambda's trace, named after the service the
         # wrapper set (the function name), with the allow-listed attribute as an annotation.
         assert server.kind == "segment" and server.name == "orders-%s" % arch, server.name
-        assert server.parent_id == parent or server.parent_id in {n.id for n in nodes}, server.parent_id
+        # One connected trace under Lambda's: the function's segment and the extension's span of
+        # the invocation (Telemetry API) are both children of the Parent Lambda handed over.
+        assert server.parent_id == parent, (server.parent_id, parent)
+        assert not roots and len(orphans) == 2 and {o.parent_id for o in orphans} == {parent}, (
+            [(n.name, n.parent_id) for n in roots + orphans])
         assert server.doc["annotations"] == {"order_id": order}, server.doc.get("annotations")
         assert len(server.children) == 3, [c.name for c in server.children]
         (ddb,) = [c for c in server.children if c.doc.get("namespace") == "aws"]
