@@ -6,8 +6,9 @@ VENV := tests/.venv
 PY := $(VENV)/bin/python
 RELEASE := target/release
 LOCAL_LAYER := target/layer
+LAYER_ZIPS := target/layer-zips
 
-.PHONY: help setup build local-layer demo test test-rust test-e2e lint bench
+.PHONY: help setup build local-layer demo test test-rust test-e2e lint bench layer
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -28,9 +29,11 @@ local-layer: build ## Lay out the layer from the release build in target/layer (
 demo: setup local-layer ## Run the layer on a local Lambda with a sample Rust function; print the X-Ray traces
 	$(PY) tests/e2e/demo.py --layer $(LOCAL_LAYER) --bin-dir $(RELEASE)
 
-test: setup local-layer ## Run every test: unit, golden, property, integration, end-to-end
+test: setup local-layer ## Run every test: unit, golden, property, integration, end-to-end (builds the layer zips)
 	$(CARGO) test --workspace
+	@$(MAKE) --no-print-directory layer
 	OTEL_XRAY_LAYER=$(abspath $(LOCAL_LAYER)) OTEL_XRAY_BIN_DIR=$(abspath $(RELEASE)) \
+		OTEL_XRAY_LAYER_ZIPS=$(abspath $(LAYER_ZIPS)) OTEL_XRAY_REQUIRE_LAYER=1 \
 		$(PY) -m pytest tests/e2e -q -p no:cacheprovider
 
 test-rust: ## Only the cargo tests
@@ -50,3 +53,6 @@ bench: setup local-layer ## Benchmarks: criterion (decode + translate), then the
 		$(PY) tests/bench/lambda_bench.py
 	OTEL_XRAY_LAYER=$(abspath $(LOCAL_LAYER)) OTEL_XRAY_BIN_DIR=$(abspath $(RELEASE)) \
 		$(PY) tests/bench/propagation_bench.py
+
+layer: ## Build the layer zips, x86_64 and arm64, with cargo lambda (target/layer-zips/otel-xray-<arch>.zip)
+	@bash layer-build/build.sh

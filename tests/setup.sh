@@ -49,4 +49,21 @@ else
   apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
   exec "$0" "$@"
 fi
+# The sample Node.js function's own dependencies (tests/e2e/test_layer.py runs its handler).
+node_example="$root/examples/node-function"
+if command -v npm >/dev/null 2>&1; then
+  example_hash="$(sha256sum "$node_example/package-lock.json" | cut -c1-16)"
+  if [ "$(cat "$node_example/node_modules/.lock-hash" 2>/dev/null || true)" != "$example_hash" ]; then
+    log "installing examples/node-function dependencies"
+    (cd "$node_example" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$example_hash" > "$node_example/node_modules/.lock-hash"
+  fi
+fi
+# The arm64 layer test runs the arm64 extension under qemu-user, with an aarch64 glibc for its
+# dynamic loader (/usr/aarch64-linux-gnu).
+if ! command -v qemu-aarch64 >/dev/null 2>&1 && ! command -v qemu-aarch64-static >/dev/null 2>&1 \
+  || [ ! -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ]; then
+  log "installing qemu-user and libc6-arm64-cross from Debian"
+  apt-get update -qq && apt-get install -y -qq qemu-user libc6-arm64-cross >/dev/null
+fi
 log "ready ($root)"
