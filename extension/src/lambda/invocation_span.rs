@@ -489,12 +489,59 @@ fn str_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
 /// Where a span sits in a batch.
 type At = (usize, usize, usize);
 
+/// Proxy spans already replaced by the function's own, remembered across flushes: a span built
+/// later under a replaced proxy span (the cold start's `Init`, from telemetry that came after the
+/// flush) is moved under its replacement, so it never points at a span that was not exported.
+#[derive(Debug, Default)]
+pub struct Replaced {
+    /// (trace id, proxy span id, replacement span id), oldest first.
+    ids: VecDeque<(Vec<u8>, Vec<u8>, Vec<u8>)>,
+}
+
+/// Replacements remembered.
+const MAX_REPLACED: usize = 64;
+
+impl Replaced {
+    fn insert(&mut self, trace: &[u8], old: &[u8], new: &[u8]) {
+        if self.ids.len() == MAX_REPLACED {
+            self.ids.pop_front();
+        }
+        self.ids
+            .push_back((trace.to_vec(), old.to_vec(), new.to_vec()));
+    }
+
+    /// Re-parents spans whose parent was replaced; returns how many moved.
+    fn apply(&self, batch: &mut [ResourceSpans]) -> usize {
+        if self.ids.is_empty() {
+            return 0;
+        }
+        let mut moved = 0;
+        for span in batch
+            .iter_mut()
+            .flat_map(|rs| rs.scope_spans.iter_mut())
+            .flat_map(|ss| ss.spans.iter_mut())
+        {
+            if let Some((_, _, new)) = self
+                .ids
+                .iter()
+                .find(|(t, old, _)| *t == span.trace_id && *old == span.parent_span_id)
+            {
+                span.parent_span_id.clone_from(new);
+                moved += 1;
+            }
+        }
+        moved
+    }
+}
+
 /// At flush: where the function's own instrumentation made a FaaS SERVER span for a request the
 /// proxy also recorded (same trace, `faas.invocation_id` or `faas.execution` = the request id,
 /// child or sibling of the proxy's span), the function's span takes the proxy's place: it gets
 /// the proxy span's parent, the attributes it lacks, its links and its error status; children of
 /// the proxy span move under it; the proxy span is removed. Returns how many were removed.
-pub fn merge_function_spans(batch: &mut [ResourceSpans]) -> usize {
+/// `replaced` carries the replacements from one flush to the next.
+pub fn merge_function_spans(batch: &mut [ResourceSpans], replaced: &mut Replaced) -> usize {
+    replaced.apply(batch);
     let mut ours: Vec<At> = Vec::new();
     for (r, rs) in batch.iter().enumerate() {
         for (s, ss) in rs.scope_spans.iter().enumerate() {
@@ -552,6 +599,7 @@ pub fn merge_function_spans(batch: &mut [ResourceSpans]) -> usize {
         if span.trace_state.is_empty() {
             span.trace_state.clone_from(&proxy.trace_state);
         }
+        replaced.insert(&proxy.trace_id, &proxy.span_id, &their_id);
         removed.push((r, s, i));
     }
     // Remove from the back so that indices stay valid.
@@ -858,7 +906,10 @@ mod tests {
             s.resource_spans(vec![ours.clone()]),
             rs("sdk", vec![theirs, child]),
         ];
-        assert_eq!(merge_function_spans(&mut batch), 1);
+        assert_eq!(
+            merge_function_spans(&mut batch, &mut Replaced::default()),
+            1
+        );
         assert!(batch[0].scope_spans.is_empty());
         let merged = &batch[1].scope_spans[0].spans[0];
         assert_eq!(merged.parent_span_id, ours.parent_span_id);
@@ -869,6 +920,39 @@ mod tests {
         );
         assert_eq!(
             batch[1].scope_spans[0].spans[1].parent_span_id,
+            vec![0xc1; 8]
+        );
+
+        // A span built later under the replaced proxy span (Init) moves under the replacement.
+        let mut replaced = Replaced::default();
+        let mut first = vec![
+            s.resource_spans(vec![ours.clone()]),
+            rs(
+                "sdk",
+                vec![Span {
+                    trace_id: ours.trace_id.clone(),
+                    span_id: vec![0xc1; 8],
+                    parent_span_id: ours.span_id.clone(),
+                    kind: SpanKind::Server as i32,
+                    attributes: vec![kv_str("faas.invocation_id", "r1")],
+                    ..Default::default()
+                }],
+            ),
+        ];
+        assert_eq!(merge_function_spans(&mut first, &mut replaced), 1);
+        let mut later = vec![rs(
+            "platform",
+            vec![Span {
+                trace_id: ours.trace_id.clone(),
+                span_id: vec![0xc9; 8],
+                parent_span_id: ours.span_id.clone(),
+                name: "Init".into(),
+                ..Default::default()
+            }],
+        )];
+        assert_eq!(merge_function_spans(&mut later, &mut replaced), 0);
+        assert_eq!(
+            later[0].scope_spans[0].spans[0].parent_span_id,
             vec![0xc1; 8]
         );
 
@@ -884,7 +968,10 @@ mod tests {
             ..Default::default()
         };
         let mut batch = vec![s.resource_spans(vec![ours]), rs("sdk", vec![other])];
-        assert_eq!(merge_function_spans(&mut batch), 0);
+        assert_eq!(
+            merge_function_spans(&mut batch, &mut Replaced::default()),
+            0
+        );
         assert_eq!(batch[0].scope_spans[0].spans.len(), 1);
     }
 
@@ -962,7 +1049,8 @@ mod tests {
             fn merging_loses_no_sdk_span_and_leaves_no_dangling_parent(mut b in batch()) {
                 let before = all(&b);
                 let proxy_ids: HashSet<Vec<u8>> = b[0].scope_spans[0].spans.iter().map(|s| s.span_id.clone()).collect();
-                let removed = merge_function_spans(&mut b);
+                let mut replaced = Replaced::default();
+                let removed = merge_function_spans(&mut b, &mut replaced);
                 let after = all(&b);
                 prop_assert_eq!(after.len() + removed, before.len());
                 // Only proxy spans are removed, and every SDK span is still there.
@@ -979,7 +1067,7 @@ mod tests {
                     prop_assert!(!removed_ids.contains(&&s.parent_span_id), "{:?}", s);
                 }
                 // Merging twice changes nothing more.
-                let again = merge_function_spans(&mut b);
+                let again = merge_function_spans(&mut b, &mut replaced);
                 prop_assert_eq!(again, 0);
             }
         }
