@@ -455,6 +455,8 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
             SpanSettings {
                 precedence: config.context_precedence.clone(),
                 baggage_attributes: config.baggage_attributes.clone(),
+                provisioned: config.initialization_type.as_deref()
+                    == Some("provisioned-concurrency"),
             },
         );
         let parts = ProxyParts {

@@ -55,6 +55,8 @@ pub struct SpanSettings {
     pub precedence: Vec<ContextSource>,
     /// `OTEL_XRAY_BAGGAGE_ATTRIBUTES`.
     pub baggage_attributes: Vec<String>,
+    /// `AWS_LAMBDA_INITIALIZATION_TYPE=provisioned-concurrency`: no invocation is a cold start.
+    pub provisioned: bool,
 }
 
 impl Default for SpanSettings {
@@ -62,6 +64,7 @@ impl Default for SpanSettings {
         SpanSettings {
             precedence: DEFAULT_PRECEDENCE.to_vec(),
             baggage_attributes: Vec::new(),
+            provisioned: false,
         }
     }
 }
@@ -165,7 +168,7 @@ impl<I: IdSource> InvocationSpans<I> {
     /// runtime asked for another event without answering them) and returned.
     pub fn start(&mut self, next: &NextInvocation<'_>, now_unix_nano: u64) -> (Started, Vec<Span>) {
         let failed = self.fail_open("Runtime.NoResponse", now_unix_nano);
-        let coldstart = self.started == 0;
+        let coldstart = self.started == 0 && !self.settings.provisioned;
         self.started += 1;
         let ex = event_context::extract(next.event, next.trace_header);
         let parent = event_context::choose_parent(&ex, &self.settings.precedence);
@@ -851,6 +854,13 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].status.as_ref().unwrap().code, StatusCode::Error as i32);
         assert!(!s.is_open("r2"));
+        let mut warm = spans(SpanSettings {
+            provisioned: true,
+            ..SpanSettings::default()
+        });
+        warm.start(&next("p1", None, b"{}"), NOW);
+        let span = warm.end("p1", InvocationOutcome::Response, NOW).unwrap();
+        assert!(span.attributes.contains(&kv_bool("faas.coldstart", false)));
         // Cold start only once.
         assert_eq!(
             failed[0]
