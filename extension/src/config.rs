@@ -84,6 +84,8 @@ pub const OTEL_XRAY_INVOCATION_SPAN: &str = "OTEL_XRAY_INVOCATION_SPAN";
 pub const OTEL_XRAY_AUTO_INSTRUMENTATION: &str = "OTEL_XRAY_AUTO_INSTRUMENTATION";
 /// Read by the wrapper only: path of the OpenTelemetry Java agent jar.
 pub const OTEL_XRAY_JAVA_AGENT: &str = "OTEL_XRAY_JAVA_AGENT";
+/// Set by Lambda: `on-demand`, `provisioned-concurrency` or `snap-start`.
+pub const AWS_LAMBDA_INITIALIZATION_TYPE: &str = "AWS_LAMBDA_INITIALIZATION_TYPE";
 
 /// One variable the extension reads, for the README table and its test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,6 +261,11 @@ pub const ENV_VARS: &[EnvVarDoc] = &[
         meaning: "`faas.version` of the extension's own spans",
     },
     EnvVarDoc {
+        name: AWS_LAMBDA_INITIALIZATION_TYPE,
+        default: "(set by Lambda)",
+        meaning: "`provisioned-concurrency` makes the first invocation's span say `faas.coldstart=false`",
+    },
+    EnvVarDoc {
         name: AWS_LAMBDA_LOG_FORMAT,
         default: "Text",
         meaning: "`JSON` makes the extension log one JSON object a line",
@@ -353,6 +360,8 @@ pub struct Config {
     pub baggage_attributes: Vec<String>,
     /// Merge the function's own FaaS span with the proxy's (`OTEL_XRAY_INVOCATION_SPAN=merge`).
     pub merge_invocation_spans: bool,
+    /// `AWS_LAMBDA_INITIALIZATION_TYPE`.
+    pub initialization_type: Option<String>,
 }
 
 /// A value that was malformed and replaced by its default.
@@ -710,6 +719,7 @@ impl Config {
                 context_precedence,
                 baggage_attributes,
                 merge_invocation_spans,
+                initialization_type: get(AWS_LAMBDA_INITIALIZATION_TYPE),
             },
             warnings,
         ))

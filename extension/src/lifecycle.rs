@@ -65,7 +65,8 @@ use crate::lambda::invocation::{
     invocation_end_channel,
 };
 use crate::lambda::invocation_span::{
-    InvocationOutcome, InvocationSpans, SharedInvocationSpans, SpanSettings, merge_function_spans,
+    InvocationOutcome, InvocationSpans, Replaced, SharedInvocationSpans, SpanSettings,
+    merge_function_spans,
 };
 use crate::lambda::platform_spans::{FunctionInfo, PlatformSpans};
 use crate::lambda::runtime_proxy::{self, ProxyParts};
@@ -454,6 +455,8 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
             SpanSettings {
                 precedence: config.context_precedence.clone(),
                 baggage_attributes: config.baggage_attributes.clone(),
+                provisioned: config.initialization_type.as_deref()
+                    == Some("provisioned-concurrency"),
             },
         );
         let parts = ProxyParts {
@@ -496,6 +499,7 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
         invocations: 0,
         invocation_spans,
         merge_invocation_spans: config.merge_invocation_spans,
+        replaced: Replaced::default(),
     };
     let end = lifecycle.event_loop(&client, &options.cancel).await;
     drop(end_tx);
@@ -637,6 +641,8 @@ struct Lifecycle {
     invocation_spans: Option<SharedInvocationSpans>,
     /// `OTEL_XRAY_INVOCATION_SPAN=merge`.
     merge_invocation_spans: bool,
+    /// Proxy spans replaced by the function's own, across flushes.
+    replaced: Replaced,
 }
 
 impl Lifecycle {
@@ -907,7 +913,8 @@ impl Lifecycle {
         if self.merge_invocation_spans && self.invocation_spans.is_some() {
             // The function's own FaaS span took the proxy span's place: the proxy span's content
             // is exported inside it, so it counts as exported, not as lost.
-            let merged = merge_function_spans(&mut batch.resource_spans).min(batch.spans);
+            let merged = merge_function_spans(&mut batch.resource_spans, &mut self.replaced)
+                .min(batch.spans);
             if merged > 0 {
                 batch.spans -= merged;
                 self.stats.add_exported(merged as u64);

@@ -652,3 +652,22 @@ async fn streamed_responses_and_their_error_trailers_pass_through() {
     );
     let _ = sb.lambda.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merged_cold_start_keeps_init_under_the_functions_span() {
+    let _serial = SERIAL.lock().await;
+    let mut sb = Sandbox::start(false, &[]).await;
+    let (seen, _, docs) = sb
+        .invoke(json!({}), None, Plan::RespondWithOwnServerSpan)
+        .await;
+    // The function's span replaced ours: Init (in this flush or a later one) hangs under it.
+    sb.cold.as_mut().unwrap().1 = "c1c1c1c1c1c1c1c1".into();
+    let (trace, _, _) = parse_header(&seen.trace_header);
+    let nodes = sb.nodes(&docs);
+    let root = assert_one_connected_trace(&nodes, &xray_trace(&trace), None);
+    assert_eq!(root.id, "c1c1c1c1c1c1c1c1");
+    let (_, _, docs) = sb.invoke(json!({}), None, Plan::Respond).await;
+    sb.nodes(&docs);
+    assert_eq!(sb.inits, 1, "one Init span, under the function's span");
+    let _ = sb.lambda.shutdown().await;
+}

@@ -55,6 +55,8 @@ pub struct SpanSettings {
     pub precedence: Vec<ContextSource>,
     /// `OTEL_XRAY_BAGGAGE_ATTRIBUTES`.
     pub baggage_attributes: Vec<String>,
+    /// `AWS_LAMBDA_INITIALIZATION_TYPE=provisioned-concurrency`: no invocation is a cold start.
+    pub provisioned: bool,
 }
 
 impl Default for SpanSettings {
@@ -62,6 +64,7 @@ impl Default for SpanSettings {
         SpanSettings {
             precedence: DEFAULT_PRECEDENCE.to_vec(),
             baggage_attributes: Vec::new(),
+            provisioned: false,
         }
     }
 }
@@ -165,7 +168,7 @@ impl<I: IdSource> InvocationSpans<I> {
     /// runtime asked for another event without answering them) and returned.
     pub fn start(&mut self, next: &NextInvocation<'_>, now_unix_nano: u64) -> (Started, Vec<Span>) {
         let failed = self.fail_open("Runtime.NoResponse", now_unix_nano);
-        let coldstart = self.started == 0;
+        let coldstart = self.started == 0 && !self.settings.provisioned;
         self.started += 1;
         let ex = event_context::extract(next.event, next.trace_header);
         let parent = event_context::choose_parent(&ex, &self.settings.precedence);
@@ -489,12 +492,59 @@ fn str_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
 /// Where a span sits in a batch.
 type At = (usize, usize, usize);
 
+/// Proxy spans already replaced by the function's own, remembered across flushes: a span built
+/// later under a replaced proxy span (the cold start's `Init`, from telemetry that came after the
+/// flush) is moved under its replacement, so it never points at a span that was not exported.
+#[derive(Debug, Default)]
+pub struct Replaced {
+    /// (trace id, proxy span id, replacement span id), oldest first.
+    ids: VecDeque<(Vec<u8>, Vec<u8>, Vec<u8>)>,
+}
+
+/// Replacements remembered.
+const MAX_REPLACED: usize = 64;
+
+impl Replaced {
+    fn insert(&mut self, trace: &[u8], old: &[u8], new: &[u8]) {
+        if self.ids.len() == MAX_REPLACED {
+            self.ids.pop_front();
+        }
+        self.ids
+            .push_back((trace.to_vec(), old.to_vec(), new.to_vec()));
+    }
+
+    /// Re-parents spans whose parent was replaced; returns how many moved.
+    fn apply(&self, batch: &mut [ResourceSpans]) -> usize {
+        if self.ids.is_empty() {
+            return 0;
+        }
+        let mut moved = 0;
+        for span in batch
+            .iter_mut()
+            .flat_map(|rs| rs.scope_spans.iter_mut())
+            .flat_map(|ss| ss.spans.iter_mut())
+        {
+            if let Some((_, _, new)) = self
+                .ids
+                .iter()
+                .find(|(t, old, _)| *t == span.trace_id && *old == span.parent_span_id)
+            {
+                span.parent_span_id.clone_from(new);
+                moved += 1;
+            }
+        }
+        moved
+    }
+}
+
 /// At flush: where the function's own instrumentation made a FaaS SERVER span for a request the
 /// proxy also recorded (same trace, `faas.invocation_id` or `faas.execution` = the request id,
 /// child or sibling of the proxy's span), the function's span takes the proxy's place: it gets
 /// the proxy span's parent, the attributes it lacks, its links and its error status; children of
 /// the proxy span move under it; the proxy span is removed. Returns how many were removed.
-pub fn merge_function_spans(batch: &mut [ResourceSpans]) -> usize {
+/// `replaced` carries the replacements from one flush to the next.
+pub fn merge_function_spans(batch: &mut [ResourceSpans], replaced: &mut Replaced) -> usize {
+    replaced.apply(batch);
     let mut ours: Vec<At> = Vec::new();
     for (r, rs) in batch.iter().enumerate() {
         for (s, ss) in rs.scope_spans.iter().enumerate() {
@@ -552,6 +602,7 @@ pub fn merge_function_spans(batch: &mut [ResourceSpans]) -> usize {
         if span.trace_state.is_empty() {
             span.trace_state.clone_from(&proxy.trace_state);
         }
+        replaced.insert(&proxy.trace_id, &proxy.span_id, &their_id);
         removed.push((r, s, i));
     }
     // Remove from the back so that indices stay valid.
@@ -615,6 +666,7 @@ fn kv_int(key: &str, value: i64) -> KeyValue {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::collections::HashSet;
 
     #[derive(Debug, Default)]
     struct SeqIds(u8);
@@ -802,6 +854,13 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].status.as_ref().unwrap().code, StatusCode::Error as i32);
         assert!(!s.is_open("r2"));
+        let mut warm = spans(SpanSettings {
+            provisioned: true,
+            ..SpanSettings::default()
+        });
+        warm.start(&next("p1", None, b"{}"), NOW);
+        let span = warm.end("p1", InvocationOutcome::Response, NOW).unwrap();
+        assert!(span.attributes.contains(&kv_bool("faas.coldstart", false)));
         // Cold start only once.
         assert_eq!(
             failed[0]
@@ -857,7 +916,10 @@ mod tests {
             s.resource_spans(vec![ours.clone()]),
             rs("sdk", vec![theirs, child]),
         ];
-        assert_eq!(merge_function_spans(&mut batch), 1);
+        assert_eq!(
+            merge_function_spans(&mut batch, &mut Replaced::default()),
+            1
+        );
         assert!(batch[0].scope_spans.is_empty());
         let merged = &batch[1].scope_spans[0].spans[0];
         assert_eq!(merged.parent_span_id, ours.parent_span_id);
@@ -868,6 +930,39 @@ mod tests {
         );
         assert_eq!(
             batch[1].scope_spans[0].spans[1].parent_span_id,
+            vec![0xc1; 8]
+        );
+
+        // A span built later under the replaced proxy span (Init) moves under the replacement.
+        let mut replaced = Replaced::default();
+        let mut first = vec![
+            s.resource_spans(vec![ours.clone()]),
+            rs(
+                "sdk",
+                vec![Span {
+                    trace_id: ours.trace_id.clone(),
+                    span_id: vec![0xc1; 8],
+                    parent_span_id: ours.span_id.clone(),
+                    kind: SpanKind::Server as i32,
+                    attributes: vec![kv_str("faas.invocation_id", "r1")],
+                    ..Default::default()
+                }],
+            ),
+        ];
+        assert_eq!(merge_function_spans(&mut first, &mut replaced), 1);
+        let mut later = vec![rs(
+            "platform",
+            vec![Span {
+                trace_id: ours.trace_id.clone(),
+                span_id: vec![0xc9; 8],
+                parent_span_id: ours.span_id.clone(),
+                name: "Init".into(),
+                ..Default::default()
+            }],
+        )];
+        assert_eq!(merge_function_spans(&mut later, &mut replaced), 0);
+        assert_eq!(
+            later[0].scope_spans[0].spans[0].parent_span_id,
             vec![0xc1; 8]
         );
 
@@ -883,7 +978,108 @@ mod tests {
             ..Default::default()
         };
         let mut batch = vec![s.resource_spans(vec![ours]), rs("sdk", vec![other])];
-        assert_eq!(merge_function_spans(&mut batch), 0);
+        assert_eq!(
+            merge_function_spans(&mut batch, &mut Replaced::default()),
+            0
+        );
         assert_eq!(batch[0].scope_spans[0].spans.len(), 1);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A batch: proxy spans for requests 0..n, and SDK spans that may or may not be the
+        /// function's own FaaS span for one of them (child, sibling, or elsewhere).
+        fn batch() -> impl Strategy<Value = Vec<ResourceSpans>> {
+            let sdk_span = (0u8..4, 0u8..6, 0u8..3, any::<bool>(), 0u8..4);
+            (1u8..4, prop::collection::vec(sdk_span, 0..10)).prop_map(|(n, sdk)| {
+                let trace = vec![7u8; 16];
+                let ours: Vec<Span> = (0..n)
+                    .map(|i| Span {
+                        trace_id: trace.clone(),
+                        span_id: vec![0x10 + i; 8],
+                        parent_span_id: vec![0x01; 8],
+                        kind: SpanKind::Server as i32,
+                        attributes: vec![kv_str("faas.invocation_id", &format!("r{i}"))],
+                        ..Default::default()
+                    })
+                    .collect();
+                let theirs: Vec<Span> = sdk
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, (req, parent, kind, exec_key, id))| {
+                        let parent_span_id = match parent {
+                            0..=3 => vec![0x10 + parent; 8],
+                            4 => vec![0x01; 8],
+                            _ => vec![0x20 + id; 8],
+                        };
+                        let key = if exec_key {
+                            "faas.execution"
+                        } else {
+                            "faas.invocation_id"
+                        };
+                        Span {
+                            trace_id: trace.clone(),
+                            span_id: vec![0x20 + u8::try_from(j).unwrap(); 8],
+                            parent_span_id,
+                            kind: [SpanKind::Server, SpanKind::Internal, SpanKind::Client]
+                                [kind as usize] as i32,
+                            attributes: vec![kv_str(key, &format!("r{req}"))],
+                            ..Default::default()
+                        }
+                    })
+                    .collect();
+                vec![
+                    ResourceSpans {
+                        scope_spans: vec![ScopeSpans {
+                            scope: Some(InstrumentationScope {
+                                name: SCOPE_NAME.into(),
+                                ..Default::default()
+                            }),
+                            spans: ours,
+                            schema_url: String::new(),
+                        }],
+                        ..Default::default()
+                    },
+                    rs("sdk", theirs),
+                ]
+            })
+        }
+
+        fn all(batch: &[ResourceSpans]) -> Vec<Span> {
+            batch
+                .iter()
+                .flat_map(|r| r.scope_spans.iter().flat_map(|s| s.spans.iter().cloned()))
+                .collect()
+        }
+
+        proptest! {
+            #[test]
+            fn merging_loses_no_sdk_span_and_leaves_no_dangling_parent(mut b in batch()) {
+                let before = all(&b);
+                let proxy_ids: HashSet<Vec<u8>> = b[0].scope_spans[0].spans.iter().map(|s| s.span_id.clone()).collect();
+                let mut replaced = Replaced::default();
+                let removed = merge_function_spans(&mut b, &mut replaced);
+                let after = all(&b);
+                prop_assert_eq!(after.len() + removed, before.len());
+                // Only proxy spans are removed, and every SDK span is still there.
+                let after_ids: HashSet<Vec<u8>> = after.iter().map(|s| s.span_id.clone()).collect();
+                for s in &before {
+                    if !proxy_ids.contains(&s.span_id) {
+                        prop_assert!(after_ids.contains(&s.span_id));
+                    }
+                }
+                // No span points at a proxy span that was removed.
+                let removed_ids: Vec<&Vec<u8>> = proxy_ids.iter().filter(|id| !after_ids.contains(*id)).collect();
+                prop_assert_eq!(removed_ids.len(), removed);
+                for s in &after {
+                    prop_assert!(!removed_ids.contains(&&s.parent_span_id), "{:?}", s);
+                }
+                // Merging twice changes nothing more.
+                let again = merge_function_spans(&mut b, &mut replaced);
+                prop_assert_eq!(again, 0);
+            }
+        }
     }
 }
