@@ -315,14 +315,7 @@ def test_python_auto_instrumentation_handoff(sandbox, daemon):
     check(daemon.wait_for(ready, timeout=10))
 
 
-MERGE_LATE_INIT = pytest.mark.xfail(strict=False, reason=(
-    "known defect of the proxy branch: when the function's own FaaS SERVER span replaces the "
-    "invocation span (OTEL_XRAY_INVOCATION_SPAN=merge), an Init span that arrives in a later "
-    "flush keeps the replaced span's id as its parent, an orphan; remove this mark once the "
-    "proxy re-parents late spans onto the function's span"))
-
-
-@pytest.mark.parametrize("mode", ["keep", pytest.param("merge", marks=MERGE_LATE_INIT)])
+@pytest.mark.parametrize("mode", ["keep", "merge"])
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_cold_start_trace_is_whole_after_shutdown(sandbox, daemon, runtime, mode):
     """The first invocation's trace, read after SHUTDOWN so that every late document is in
