@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 RELEASE := target/release
 LOCAL_LAYER := target/layer
 
-.PHONY: help setup build local-layer demo test test-rust test-e2e lint bench
+.PHONY: help setup build local-layer demo test test-rust test-e2e lint bench fuzz load
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -48,3 +48,6 @@ bench: setup local-layer ## Benchmarks: criterion (decode + translate), then the
 	$(CARGO) bench -p otel-xray-extension --bench translate
 	OTEL_XRAY_LAYER=$(abspath $(LOCAL_LAYER)) OTEL_XRAY_BIN_DIR=$(abspath $(RELEASE)) \
 		$(PY) tests/bench/lambda_bench.py
+
+fuzz: ## Run every fuzz target for FUZZ_SECONDS (default 60) each; table of executions and crashes
+	@bash fuzz/run.sh

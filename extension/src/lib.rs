@@ -23,3 +23,6 @@ pub mod logging;
 pub mod receiver;
 pub mod stats;
 pub mod xray;
+
+#[doc(hidden)]
+pub mod fuzzing;
