@@ -70,6 +70,8 @@ pub const OTEL_XRAY_INDEX_ALL_ATTRIBUTES: &str = "OTEL_XRAY_INDEX_ALL_ATTRIBUTES
 pub const OTEL_XRAY_PLATFORM_SPANS: &str = "OTEL_XRAY_PLATFORM_SPANS";
 /// Log level of the extension: `error` | `warn` | `info` | `debug` | `trace` | `off`.
 pub const OTEL_XRAY_LOG_LEVEL: &str = "OTEL_XRAY_LOG_LEVEL";
+/// Emit the extension's own accounting as CloudWatch EMF metrics on stdout.
+pub const OTEL_XRAY_SELF_METRICS: &str = "OTEL_XRAY_SELF_METRICS";
 
 /// One variable the extension reads, for the README table and its test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,6 +165,11 @@ pub const ENV_VARS: &[EnvVarDoc] = &[
         name: OTEL_XRAY_PLATFORM_SPANS,
         default: "true",
         meaning: "emit invocation and init spans from Telemetry API platform events",
+    },
+    EnvVarDoc {
+        name: OTEL_XRAY_SELF_METRICS,
+        default: "false",
+        meaning: "write the extension's accounting (spans received, exported, dropped by reason, export errors, flush durations) as CloudWatch EMF metrics on stdout, one record per flush and at shutdown",
     },
     EnvVarDoc {
         name: OTEL_XRAY_LOG_LEVEL,
@@ -301,6 +308,8 @@ pub struct Config {
     pub resource_attributes: Vec<(String, String)>,
     /// host:port of the Lambda APIs.
     pub runtime_api: Option<String>,
+    /// Emit EMF self-metrics on stdout.
+    pub self_metrics: bool,
 }
 
 /// A value that was malformed and replaced by its default.
@@ -552,6 +561,7 @@ impl Config {
         let index_all_attributes =
             parse_bool(&get, OTEL_XRAY_INDEX_ALL_ATTRIBUTES, false, &mut warnings);
         let platform_spans = parse_bool(&get, OTEL_XRAY_PLATFORM_SPANS, true, &mut warnings);
+        let self_metrics = parse_bool(&get, OTEL_XRAY_SELF_METRICS, false, &mut warnings);
 
         let (log_level_var, log_level_raw) = match get(OTEL_XRAY_LOG_LEVEL) {
             Some(v) => (OTEL_XRAY_LOG_LEVEL, Some(v)),
@@ -616,6 +626,7 @@ impl Config {
                 service_name,
                 resource_attributes,
                 runtime_api: get(AWS_LAMBDA_RUNTIME_API),
+                self_metrics,
             },
             warnings,
         ))

@@ -65,6 +65,7 @@ use crate::lambda::telemetry::{
     self, TelemetryCounters, TelemetryCountersSnapshot, TelemetryEvent, TelemetryRecord,
 };
 use crate::receiver::{self, ReceiveError};
+use crate::self_metrics::{self, FlushFigures, SelfMetrics};
 use crate::stats::{DropReason, Stats, StatsSnapshot};
 
 /// The final flush must be done this long before SHUTDOWN's `deadlineMs`.
@@ -420,6 +421,7 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
         })
     });
 
+    let self_metrics = SelfMetrics::stdout(config.self_metrics, &registration.function_name);
     if let Some(ready) = options.ready {
         let _ = ready.send(Ready {
             registration,
@@ -445,6 +447,7 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
         ended: RecentIds::new(RECENT_ENDS),
         export_timeout: config.export_timeout,
         invocations: 0,
+        self_metrics,
     };
     let end = lifecycle.event_loop(&client, &options.cancel).await;
     drop(end_tx);
@@ -485,6 +488,7 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
         .shutdown(shutdown_deadline, &root, &mut servers)
         .await;
     buffer_task.abort();
+    lifecycle.self_metrics.emit("shutdown", &stats, None);
     let telemetry = counters.snapshot();
     info!(
         reason = match (&reason, exit) {
@@ -560,6 +564,7 @@ struct Lifecycle {
     ended: RecentIds,
     export_timeout: Duration,
     invocations: u64,
+    self_metrics: SelfMetrics<std::io::Stdout>,
 }
 
 impl Lifecycle {
@@ -807,14 +812,16 @@ impl Lifecycle {
             self.stats.add_export_error();
         }
         self.stats.add_flush();
-        debug!(
-            reason = %reason,
-            spans,
-            exported,
-            dropped,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "flushed"
-        );
+        let figures = FlushFigures {
+            reason: reason.to_string(),
+            spans: spans as u64,
+            exported: exported as u64,
+            dropped: dropped as u64,
+            elapsed: started.elapsed(),
+        };
+        let totals = self.stats.snapshot();
+        self_metrics::log_flush(&figures, &totals);
+        self.self_metrics.emit("flush", &totals, Some(&figures));
         spans
     }
 
