@@ -195,7 +195,7 @@ impl<W: Write> SelfMetrics<W> {
         }
         let timestamp_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| millis(d));
+            .map_or(0, millis);
         let zero = crate::stats::Stats::default().snapshot();
         let previous = self.previous.as_ref().unwrap_or(&zero);
         let record = emf_record(
