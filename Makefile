@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 RELEASE := target/release
 LOCAL_LAYER := target/layer
 
-.PHONY: help setup build local-layer demo test test-rust test-e2e lint bench fuzz load
+.PHONY: help setup build local-layer demo test test-rust test-e2e lint bench fuzz load deny
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -51,3 +51,6 @@ bench: setup local-layer ## Benchmarks: criterion (decode + translate), then the
 
 fuzz: ## Run every fuzz target for FUZZ_SECONDS (default 60) each; table of executions and crashes
 	@bash fuzz/run.sh
+
+deny: ## cargo deny: licenses, sources, bans (and advisories where their database is reachable)
+	@bash tests/tools/deny.sh
