@@ -54,3 +54,7 @@ fuzz: ## Run every fuzz target for FUZZ_SECONDS (default 60) each; table of exec
 
 deny: ## cargo deny: licenses, sources, bans (and advisories where their database is reachable)
 	@bash tests/tools/deny.sh
+
+load: setup local-layer ## Bounded load test (loopback): concurrent OTLP clients + back-to-back invocations; spans/s, p50/p99, peak RSS, drops
+	OTEL_XRAY_LAYER=$(abspath $(LOCAL_LAYER)) OTEL_XRAY_BIN_DIR=$(abspath $(RELEASE)) \
+		$(PY) tests/load/load.py
