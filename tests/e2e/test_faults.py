@@ -123,6 +123,7 @@ def run_sandbox(sandbox, env, invokes=2, extra_args=(), timeout_ms=3000, between
     assert s["in_flight"] == 0, s
     assert s["received"] == s["exported"] + s["dropped"] == s["exported"] + sum(s["reasons"].values()), s
     assert s["received"] > 0, s
+    print("summary:", s)  # docs/hardening.md's table (pytest -rP shows it)
     return s, lam
 
 
@@ -279,3 +280,29 @@ def test_receiver_ports_already_taken(sandbox, daemon):
         for srv in servers:
             srv.shutdown()
             srv.server_close()
+
+
+@pytest.mark.parametrize("fault", ["crash", "timeout"])
+def test_runtime_crash_or_timeout_mid_invocation(sandbox, daemon, fault):
+    # The runtime dies (or overruns its timeout) after its SDK flushed: Lambda resets the sandbox,
+    # the extension gets SHUTDOWN and exits in budget with a balanced summary, and the next
+    # invocation (a fresh init) works and returns the function's own result.
+    from checks import SUMMARY
+    lam = sandbox(python_runtime(), active_tracing=True, timeout_ms=1500,
+                  env=python_env({"AWS_XRAY_DAEMON_ADDRESS": daemon.address}))
+    event = {"order_id": "x-1", "crash": True} if fault == "crash" else {"order_id": "x-1", "sleep_s": 5}
+    result = lam.invoke(event)
+    assert result["status"] == ("timeout" if fault == "timeout" else result["status"]), result
+    assert result["status"] != "success", result
+    after = lam.invoke({"order_id": "f-0"})
+    assert after["status"] == "success" and after["response"] == dict(EXPECTED_RESULT, order_id="f-0"), after
+    report = lam.shutdown()
+    (ext,) = [e for e in report["extensions"] if e["name"] == "otel-xray"]
+    assert ext["exitCode"] == 0 and not ext["killed"] and ext["exitedAfterMs"] < 2000, ext
+    log = lam.extension_log()
+    lines = SUMMARY.findall(log)
+    assert len(lines) == 2, "one summary per extension lifetime expected: %s" % lines
+    for received, exported, dropped, _, in_flight in lines:
+        assert int(received) == int(exported) + int(dropped) and int(in_flight) == 0, lines
+    assert int(lines[0][0]) > 0, lines
+    print("summaries:", lines)
