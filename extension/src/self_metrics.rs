@@ -51,12 +51,8 @@ pub fn log_flush(flush: &FlushFigures, totals: &StatsSnapshot) {
         exported = flush.exported,
         dropped = flush.dropped,
         elapsed_ms = millis(flush.elapsed),
-        total_received = totals.received,
-        total_exported = totals.exported,
-        total_dropped = totals.dropped_total(),
-        total_in_flight = totals.in_flight(),
-        export_errors = totals.export_errors,
-        "flushed: {totals}"
+        totals = %totals,
+        "flushed"
     );
 }
 
