@@ -132,7 +132,11 @@ fn regression_folders_name_existing_targets() {
         return;
     };
     for entry in entries {
-        let name = entry.unwrap().file_name().into_string().unwrap();
+        let entry = entry.unwrap();
+        if !entry.file_type().unwrap().is_dir() {
+            continue;
+        }
+        let name = entry.file_name().into_string().unwrap();
         assert!(
             TARGETS.iter().any(|(t, _)| *t == name),
             "fuzz/regressions/{name} is not a target"
