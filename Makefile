@@ -8,7 +8,7 @@ RELEASE := target/release
 LOCAL_LAYER := target/layer
 LAYER_ZIPS := target/layer-zips
 
-.PHONY: help setup build local-layer demo test test-rust test-e2e lint bench layer
+.PHONY: help setup build local-layer demo test test-rust test-e2e lint bench layer fuzz load deny
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -56,3 +56,13 @@ bench: setup local-layer ## Benchmarks: criterion (decode + translate), then the
 
 layer: ## Build the layer zips, x86_64 and arm64, with cargo lambda (target/layer-zips/otel-xray-<arch>.zip)
 	@bash layer-build/build.sh
+
+fuzz: ## Run every fuzz target for FUZZ_SECONDS (default 60) each; table of executions and crashes
+	@bash fuzz/run.sh
+
+deny: ## cargo deny: licenses, sources, bans (and advisories where their database is reachable)
+	@bash tests/tools/deny.sh
+
+load: setup local-layer ## Bounded load test (loopback): concurrent OTLP clients + back-to-back invocations; spans/s, p50/p99, peak RSS, drops
+	OTEL_XRAY_LAYER=$(abspath $(LOCAL_LAYER)) OTEL_XRAY_BIN_DIR=$(abspath $(RELEASE)) \
+		$(PY) tests/load/load.py

@@ -86,6 +86,8 @@ pub const OTEL_XRAY_AUTO_INSTRUMENTATION: &str = "OTEL_XRAY_AUTO_INSTRUMENTATION
 pub const OTEL_XRAY_JAVA_AGENT: &str = "OTEL_XRAY_JAVA_AGENT";
 /// Set by Lambda: `on-demand`, `provisioned-concurrency` or `snap-start`.
 pub const AWS_LAMBDA_INITIALIZATION_TYPE: &str = "AWS_LAMBDA_INITIALIZATION_TYPE";
+/// Emit the extension's own accounting as CloudWatch EMF metrics on stdout.
+pub const OTEL_XRAY_SELF_METRICS: &str = "OTEL_XRAY_SELF_METRICS";
 
 /// One variable the extension reads, for the README table and its test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,6 +181,11 @@ pub const ENV_VARS: &[EnvVarDoc] = &[
         name: OTEL_XRAY_PLATFORM_SPANS,
         default: "true",
         meaning: "emit invocation and init spans from Telemetry API platform events",
+    },
+    EnvVarDoc {
+        name: OTEL_XRAY_SELF_METRICS,
+        default: "false",
+        meaning: "write the extension's accounting (spans received, exported, dropped by reason, export errors, flush durations) as CloudWatch EMF metrics on stdout, one record per flush and at shutdown",
     },
     EnvVarDoc {
         name: OTEL_XRAY_LOG_LEVEL,
@@ -362,6 +369,8 @@ pub struct Config {
     pub merge_invocation_spans: bool,
     /// `AWS_LAMBDA_INITIALIZATION_TYPE`.
     pub initialization_type: Option<String>,
+    /// Emit EMF self-metrics on stdout.
+    pub self_metrics: bool,
 }
 
 /// A value that was malformed and replaced by its default.
@@ -613,6 +622,7 @@ impl Config {
         let index_all_attributes =
             parse_bool(&get, OTEL_XRAY_INDEX_ALL_ATTRIBUTES, false, &mut warnings);
         let platform_spans = parse_bool(&get, OTEL_XRAY_PLATFORM_SPANS, true, &mut warnings);
+        let self_metrics = parse_bool(&get, OTEL_XRAY_SELF_METRICS, false, &mut warnings);
 
         let (log_level_var, log_level_raw) = match get(OTEL_XRAY_LOG_LEVEL) {
             Some(v) => (OTEL_XRAY_LOG_LEVEL, Some(v)),
@@ -720,6 +730,7 @@ impl Config {
                 baggage_attributes,
                 merge_invocation_spans,
                 initialization_type: get(AWS_LAMBDA_INITIALIZATION_TYPE),
+                self_metrics,
             },
             warnings,
         ))

@@ -22,5 +22,9 @@ pub mod lambda;
 pub mod lifecycle;
 pub mod logging;
 pub mod receiver;
+pub mod self_metrics;
 pub mod stats;
 pub mod xray;
+
+#[doc(hidden)]
+pub mod fuzzing;

@@ -74,6 +74,7 @@ use crate::lambda::telemetry::{
     self, TelemetryCounters, TelemetryCountersSnapshot, TelemetryEvent, TelemetryRecord,
 };
 use crate::receiver::{self, ReceiveError};
+use crate::self_metrics::{self, FlushFigures, SelfMetrics};
 use crate::stats::{DropReason, Stats, StatsSnapshot};
 
 /// The final flush must be done this long before SHUTDOWN's `deadlineMs`.
@@ -471,6 +472,7 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
         spans
     });
 
+    let self_metrics = SelfMetrics::stdout(config.self_metrics, &registration.function_name);
     if let Some(ready) = options.ready {
         let _ = ready.send(Ready {
             registration,
@@ -500,6 +502,7 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
         invocation_spans,
         merge_invocation_spans: config.merge_invocation_spans,
         replaced: Replaced::default(),
+        self_metrics,
     };
     let end = lifecycle.event_loop(&client, &options.cancel).await;
     drop(end_tx);
@@ -547,6 +550,7 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
         .shutdown(shutdown_deadline, &root, &mut servers)
         .await;
     buffer_task.abort();
+    lifecycle.self_metrics.emit("shutdown", &stats, None);
     let telemetry = counters.snapshot();
     info!(
         reason = match (&reason, exit) {
@@ -643,6 +647,7 @@ struct Lifecycle {
     merge_invocation_spans: bool,
     /// Proxy spans replaced by the function's own, across flushes.
     replaced: Replaced,
+    self_metrics: SelfMetrics<std::io::Stdout>,
 }
 
 impl Lifecycle {
@@ -963,14 +968,16 @@ impl Lifecycle {
             self.stats.add_export_error();
         }
         self.stats.add_flush();
-        debug!(
-            reason = %reason,
-            spans,
-            exported,
-            dropped,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "flushed"
-        );
+        let figures = FlushFigures {
+            reason: reason.to_string(),
+            spans: spans as u64,
+            exported: exported as u64,
+            dropped: dropped as u64,
+            elapsed: started.elapsed(),
+        };
+        let totals = self.stats.snapshot();
+        self_metrics::log_flush(&figures, &totals);
+        self.self_metrics.emit("flush", &totals, Some(&figures));
         spans
     }
 
