@@ -133,11 +133,7 @@ impl OtlpExporter {
             }
         }
         let http = HttpClient::new(url.scheme_str() == Some("https"));
-        let credentials = CredentialsCache::new(
-            settings.credentials,
-            settings.sigv4_region.clone(),
-            Arc::clone(&http),
-        );
+        let credentials = CredentialsCache::new(settings.credentials, Arc::clone(&http));
         Ok(OtlpExporter {
             url,
             headers,
