@@ -7,7 +7,7 @@ Every figure, how it is taken:
   accepting (a connecting spinner), and VmHWM/VmRSS 200 ms after registering. Medians of 10.
 - throughput: the extension on the local Lambda (tests/local-lambda: one write per response,
   TCP_NODELAY), local Lambda and extension pinned to CPU 0; `delivery` on CPU 1 sends one
-  pre-encoded realistic OTLP/HTTP protobuf request (100 spans: 20 traces of 5, ~8 attributes a
+  pre-encoded realistic OTLP/HTTP protobuf request (100 spans: 20 traces of 5, 2-6 attributes a
   span) over 8 keep-alive connections for 10 s, closed loop, and is the upstream: a UDP daemon
   sink that decodes every document and counts its segments and subsegments, or an OTLP/HTTP sink
   that walks every request's protobuf and counts its spans. Afterwards one invocation flushes what
@@ -46,7 +46,7 @@ EXT_CPU, LOAD_CPU = ({0}, {1}) if TWO_CPUS else (None, None)
 
 def realistic_request(traces=20, seed=7):
     """100 spans as an instrumented service sends them: 20 traces of a SERVER span with an AWS
-    SDK call, an HTTP call, a database query and an internal span, about 8 attributes each."""
+    SDK call, an HTTP call, a database query and an internal span, 2-6 attributes each."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
     from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
