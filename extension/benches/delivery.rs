@@ -5,9 +5,12 @@
 //!   and its document decoded, spans = the segment plus every nested subsegment) or as an
 //!   OTLP/HTTP backend (`--otlp-sink ADDR`, HTTP/1.1 keep-alive, gzip or not: the protobuf is
 //!   walked and its spans counted), and
-//! - sends one pre-encoded OTLP/HTTP protobuf request (`--payload FILE`, `--spans N` in it) to
-//!   `--target ADDR` over `--connections` keep-alive connections, closed loop, for `--seconds`
-//!   or until `--requests` requests in all, reading each response's `partial_success`.
+//! - sends pre-encoded OTLP/HTTP protobuf requests (`--payload FILE`: one or more requests, each
+//!   prefixed by its length as 4 big-endian bytes, all with `--spans N` spans; request k of the
+//!   run is number k modulo their count, so that consecutive requests carry distinct trace ids as
+//!   real traffic does) to `--target ADDR` over `--connections` keep-alive connections, closed
+//!   loop, for `--seconds` or until `--requests` requests in all, reading each response's
+//!   `partial_success`.
 //!
 //! It prints `{"phase":"ready"}` once the sinks listen and starts the load on a line on stdin
 //! (`http ADDR` names the receiver then). It prints one JSON line when the load ends (`{"phase":"load",...}`), then waits for a line on
@@ -44,7 +47,7 @@ struct Counters {
 
 struct Args {
     target: SocketAddr,
-    payload: Vec<u8>,
+    payloads: Vec<Vec<u8>>,
     spans: u64,
     connections: usize,
     seconds: f64,
@@ -58,7 +61,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         target: SocketAddr::from(([127, 0, 0, 1], 4318)),
-        payload: Vec::new(),
+        payloads: Vec::new(),
         spans: 0,
         connections: 8,
         seconds: 10.0,
@@ -78,7 +81,10 @@ fn parse_args() -> Result<Args, String> {
         let addr = |v: &str| v.parse::<SocketAddr>().map_err(|e| format!("{k}: {e}"));
         match k.as_str() {
             "--target" => a.target = addr(&v)?,
-            "--payload" => a.payload = std::fs::read(&v).map_err(|e| format!("{v}: {e}"))?,
+            "--payload" => {
+                let file = std::fs::read(&v).map_err(|e| format!("{v}: {e}"))?;
+                a.payloads = split_payloads(&file).ok_or(format!("{v}: bad length prefixes"))?;
+            }
             "--spans" => a.spans = num(&v)? as u64,
             "--connections" => a.connections = num(&v)? as usize,
             "--seconds" => a.seconds = num(&v)?,
@@ -140,16 +146,25 @@ fn run() -> Result<(), String> {
     // Load.
     let load = Arc::new(Counters::default());
     let budget = Arc::new(AtomicU64::new(args.requests));
-    let payload = Arc::new(http_request(&args));
+    let requests_bytes: Arc<Vec<Vec<u8>>> = Arc::new(
+        args.payloads
+            .iter()
+            .map(|p| http_request(args.target, p))
+            .collect(),
+    );
+    if requests_bytes.is_empty() {
+        return Err("--payload is needed".into());
+    }
+    let next = Arc::new(AtomicU64::new(0));
     let load_start = Instant::now();
     let until = load_start + Duration::from_secs_f64(args.seconds);
     let mut workers = Vec::new();
     for _ in 0..args.connections {
-        let (load, budget, payload) =
-            (Arc::clone(&load), Arc::clone(&budget), Arc::clone(&payload));
+        let (load, budget) = (Arc::clone(&load), Arc::clone(&budget));
+        let (requests_bytes, next) = (Arc::clone(&requests_bytes), Arc::clone(&next));
         let (target, spans) = (args.target, args.spans);
         workers.push(thread::spawn(move || {
-            client(target, &payload, spans, until, &budget, &load)
+            client(target, &requests_bytes, &next, spans, until, &budget, &load)
         }));
     }
     let mut errors = Vec::new();
@@ -205,22 +220,33 @@ fn run() -> Result<(), String> {
     Ok(())
 }
 
-fn http_request(args: &Args) -> Vec<u8> {
+/// Length-prefixed (4 bytes, big-endian) requests.
+fn split_payloads(mut file: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    while !file.is_empty() {
+        let len = u32::from_be_bytes(file.get(..4)?.try_into().ok()?) as usize;
+        out.push(file.get(4..4 + len)?.to_vec());
+        file = &file[4 + len..];
+    }
+    Some(out)
+}
+
+fn http_request(target: SocketAddr, payload: &[u8]) -> Vec<u8> {
     let mut out = format!(
-        "POST /v1/traces HTTP/1.1\r\nhost: {}\r\ncontent-type: application/x-protobuf\r\n\
+        "POST /v1/traces HTTP/1.1\r\nhost: {target}\r\ncontent-type: application/x-protobuf\r\n\
          content-length: {}\r\n\r\n",
-        args.target,
-        args.payload.len()
+        payload.len()
     )
     .into_bytes();
-    out.extend_from_slice(&args.payload);
+    out.extend_from_slice(payload);
     out
 }
 
 /// One keep-alive connection, closed loop. `load.spans` counts rejected spans.
 fn client(
     target: SocketAddr,
-    request: &[u8],
+    requests: &[Vec<u8>],
+    next: &AtomicU64,
     spans: u64,
     until: Instant,
     budget: &AtomicU64,
@@ -235,7 +261,9 @@ fn client(
         {
             break;
         }
-        conn.write_all(request).map_err(|e| format!("send: {e}"))?;
+        let k = next.fetch_add(1, Ordering::Relaxed) as usize % requests.len();
+        conn.write_all(&requests[k])
+            .map_err(|e| format!("send: {e}"))?;
         let (status, body) = read_response(&mut conn, &mut buf)?;
         load.requests.fetch_add(1, Ordering::Relaxed);
         if status != 200 {

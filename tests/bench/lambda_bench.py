@@ -6,10 +6,10 @@ Every figure, how it is taken:
   itself on CPU 1, and records spawn → `/extension/register` arriving, spawn → 127.0.0.1:<http>
   accepting (a connecting spinner), and VmHWM/VmRSS 200 ms after registering. Medians of 10.
 - throughput: the extension on the local Lambda (tests/local-lambda: one write per response,
-  TCP_NODELAY), local Lambda and extension pinned to CPU 0; `delivery` on CPU 1 sends one
-  pre-encoded realistic OTLP/HTTP protobuf request (100 spans: 20 traces of 5, 2-6 attributes a
-  span) over 8 keep-alive connections for 10 s, closed loop, and is the upstream: a UDP daemon
-  sink that decodes every document and counts its segments and subsegments, or an OTLP/HTTP sink
+  TCP_NODELAY), local Lambda and extension pinned to CPU 0; `delivery` on CPU 1 sends
+  pre-encoded realistic OTLP/HTTP protobuf requests (100 spans: 20 traces of 5, 2-6 attributes a
+  span; 256 of them with distinct ids, cycled) over 8 keep-alive connections for 10 s, closed
+  loop, and is the upstream: a UDP daemon sink that decodes every document and counts its segments and subsegments, or an OTLP/HTTP sink
   that walks every request's protobuf and counts its spans. Afterwards one invocation flushes what
   the buffer still holds and the sink drains. Accepted/s = spans not rejected / load time;
   delivered/s = spans the sink had when the load stopped / load time.
@@ -93,6 +93,17 @@ def realistic_request(traces=20, seed=7):
     return req.SerializeToString()
 
 
+def write_payloads(path, variants=256):
+    """`variants` requests like `realistic_request()` with distinct trace and span ids, each
+    prefixed by its length (4 bytes, big-endian): the load cycles through them so that a flush
+    sees distinct traces, as real traffic has (one request sent again and again would make every
+    flush one giant trace per id)."""
+    with open(path, "wb") as f:
+        for seed in range(1, variants + 1):
+            body = realistic_request(seed=seed)
+            f.write(len(body).to_bytes(4, "big") + body)
+
+
 def delivery_binary():
     """The bench program's path, built by `make bench` (cargo bench --no-run); or $DELIVERY_BIN."""
     if os.environ.get("DELIVERY_BIN"):
@@ -126,14 +137,14 @@ def extension_pid(lam):
     return starts[-1]["pid"]
 
 
-def local_lambda(env):
+def local_lambda(env, log_level="warn"):
     """A sandbox whose processes all run on EXT_CPU (children inherit the affinity at fork)."""
     mine = os.sched_getaffinity(0)
     if EXT_CPU:
         os.sched_setaffinity(0, EXT_CPU)
     try:
         lam = LocalLambda(tempfile.mkdtemp(prefix="bench-"), FUNCTION, wrapper=False,
-                          env=dict(env, OTEL_XRAY_LOG_LEVEL="warn", OTEL_XRAY_PLATFORM_SPANS="false"))
+                          env=dict(env, OTEL_XRAY_LOG_LEVEL=log_level, OTEL_XRAY_PLATFORM_SPANS="false"))
     finally:
         os.sched_setaffinity(0, mine)
     return lam
@@ -173,7 +184,7 @@ def through(delivery, payload_file, sink, seconds=10.0, requests=None, connectio
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert json.loads(tool.stdout.readline())["phase"] == "ready"
-        lam = local_lambda(env)
+        lam = local_lambda(env, log_level="info")  # info: the SHUTDOWN summary line
         accepting(lam.ports["http"])
         tool.stdin.write("http 127.0.0.1:%d\n" % lam.ports["http"])
         tool.stdin.flush()
@@ -186,13 +197,14 @@ def through(delivery, payload_file, sink, seconds=10.0, requests=None, connectio
         drained = json.loads(tool.stdout.readline())
         pid = extension_pid(lam)
         hwm = vm_kib(pid)
-        log = lam.extension_log() if hasattr(lam, "extension_log") else ""
     finally:
         if lam:
             lam.close()
         tool.stdin.close()
         tool.wait(timeout=30)
-    return dict(load, **drained, hwm_kib=hwm, log=log)
+    # The extension's SHUTDOWN summary: received, exported, dropped by reason.
+    summary = [line for line in lam.extension_log().splitlines() if "received" in line and "dropped" in line]
+    return dict(load, **drained, hwm_kib=hwm, summary=summary[-1] if summary else "(no summary line)")
 
 
 def flush_latency(env, n=20):
@@ -223,10 +235,8 @@ def flush_latency(env, n=20):
 def main():
     with_api = "--api" in sys.argv
     delivery = delivery_binary()
-    payload = realistic_request()
-    payload_file = os.path.join(tempfile.mkdtemp(prefix="bench-payload-"), "request.pb")
-    with open(payload_file, "wb") as f:
-        f.write(payload)
+    payload_file = os.path.join(tempfile.mkdtemp(prefix="bench-payload-"), "requests.pb")
+    write_payloads(payload_file)
     rows = []
     med = statistics.median
 
@@ -237,8 +247,10 @@ def main():
     rows.append(("peak RSS, idle after registering (VmHWM, median of 10)",
                  "%.1f MiB" % (med(s["idle_hwm_kib"]) / 1024), "≤ 4 MiB"))
 
+    summaries = []
     for sink, label in (("daemon", "X-Ray documents to the daemon (UDP)"), ("otlp", "OTLP/HTTP to a loopback sink")):
         r = through(delivery, payload_file, sink)
+        summaries.append("%s, 10 s: %s" % (sink, r["summary"]))
         accepted = r["sent_spans"] - r["rejected_spans"]
         rows.append(("spans/s accepted, 8 connections, 10 s — %s" % label,
                      "%s" % format(int(accepted / r["load_seconds"]), ","), "—"))
@@ -250,6 +262,7 @@ def main():
         rows.append(("peak RSS after the load — %s" % label, "%.1f MiB" % (r["hwm_kib"] / 1024), "—"))
 
     r = through(delivery, payload_file, "daemon", seconds=60, requests=1000)
+    summaries.append("daemon, 100,000 spans: %s" % r["summary"])
     accepted = r["sent_spans"] - r["rejected_spans"]
     rows.append(("peak RSS with 100,000 spans passing through (daemon)", "%.1f MiB" % (r["hwm_kib"] / 1024),
                  "≤ 20 MiB"))
@@ -287,6 +300,10 @@ def main():
     print()
     print("(flush-latency runs: the daemon stand-in received %d documents; raw start-up samples: %s)"
           % (got, json.dumps({k: v for k, v in s.items() if k != "phase"})))
+    print()
+    print("The extension's SHUTDOWN summaries (drops by reason):")
+    for line in summaries:
+        print("- " + line)
 
 
 if __name__ == "__main__":
