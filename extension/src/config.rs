@@ -277,6 +277,43 @@ pub const ENV_VARS: &[EnvVarDoc] = &[
         default: "Text",
         meaning: "`JSON` makes the extension log one JSON object a line",
     },
+    // Credentials for SigV4 (api exporter, otlp with OTEL_XRAY_OTLP_SIGV4), read on the first
+    // export that signs (export/credentials.rs).
+    EnvVarDoc {
+        name: "AWS_ACCESS_KEY_ID",
+        default: "(set by Lambda)",
+        meaning: "execution role credentials for SigV4, with `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`",
+    },
+    EnvVarDoc {
+        name: "AWS_SECRET_ACCESS_KEY",
+        default: "(set by Lambda)",
+        meaning: "see `AWS_ACCESS_KEY_ID`",
+    },
+    EnvVarDoc {
+        name: "AWS_SESSION_TOKEN",
+        default: "(set by Lambda)",
+        meaning: "see `AWS_ACCESS_KEY_ID`",
+    },
+    EnvVarDoc {
+        name: "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        default: "(set by Lambda SnapStart)",
+        meaning: "container credentials URL, used when the access key variables are not set (plain http only to loopback or 169.254.170.2/.23)",
+    },
+    EnvVarDoc {
+        name: "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        default: "(none)",
+        meaning: "container credentials path on 169.254.170.2 (takes precedence over the full URI)",
+    },
+    EnvVarDoc {
+        name: "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+        default: "(set by Lambda SnapStart)",
+        meaning: "`Authorization` header of the container credentials request",
+    },
+    EnvVarDoc {
+        name: "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+        default: "(none)",
+        meaning: "file holding that header's value (takes precedence over the variable)",
+    },
 ];
 
 /// Which exporter sends the buffered spans.

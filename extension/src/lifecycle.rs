@@ -3,11 +3,12 @@
 //! ```text
 //!  main_entry ─▶ run_with_lookup ─▶ run(config, options) ─▶ RunSummary ─▶ exit code
 //!
-//!  init      parse config → logging → bind every listener (OTLP receivers and the Runtime
-//!            API proxy on 127.0.0.1, Telemetry API listener on sandbox.localdomain; a taken
-//!            receiver or proxy port leaves that one out) → build the exporter (cheap) →
-//!            spawn the span buffer and the servers → register → subscribe to the Telemetry
-//!            API → event loop. Any failure before register → register, `init/error`, exit 1.
+//!  init      parse config → logging → bind the OTLP receivers and the Runtime API proxy on
+//!            127.0.0.1 (a taken receiver or proxy port leaves that one out) → build the exporter
+//!            (cheap: no credentials, TLS or DNS until the first export) → spawn the span buffer
+//!            and the servers → register, while the Telemetry API listener binds on
+//!            sandbox.localdomain (a resolver call) → subscribe to the Telemetry API → event
+//!            loop. Any init failure → register, `init/error`, exit 1.
 //!
 //!  loop      GET event/next ──INVOKE──▶ ask the flush policy (flush.rs):
 //!              │                          flush at this invocation's end?
@@ -360,25 +361,25 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
         None
     };
     let proxy_addr = proxy_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let listener = match telemetry::bind(config.telemetry_port).await {
-        Ok(l) => Ok(l),
+    let exporter = match Exporter::from_config(&config) {
+        Ok(e) => e,
         Err(e) => {
-            warn!(error = %e, "Telemetry API port taken; listening on a free port instead");
-            telemetry::bind(0).await
+            let message = e.to_string();
+            report_init_failure(&mut client, &name, "ConfigError", &message).await;
+            return RunSummary::failed(Exit::InitFailed, message, Stats::default().snapshot());
         }
     };
-    let bound = async {
-        let listener = listener.map_err(|e| ("BindError", e.to_string()))?;
-        let exporter =
-            Exporter::from_config(&config).map_err(|e| ("ConfigError", e.to_string()))?;
-        Ok::<_, (&str, String)>((listener, exporter))
-    }
-    .await;
-    let (listener, exporter) = match bound {
-        Ok(b) => b,
-        Err((reason, message)) => {
-            report_init_failure(&mut client, &name, reason, &message).await;
-            return RunSummary::failed(Exit::InitFailed, message, Stats::default().snapshot());
+    // The Telemetry API listener is bound while register is in flight: it needs the address of
+    // `sandbox.localdomain`, a resolver call on a blocking thread (up to
+    // `telemetry::SANDBOX_RESOLVE_TIMEOUT`) that would otherwise sit on the start-up path; Lambda
+    // only needs it before we subscribe (docs/performance.md).
+    let telemetry_bind = async {
+        match telemetry::bind(config.telemetry_port).await {
+            Ok(l) => Ok(l),
+            Err(e) => {
+                warn!(error = %e, "Telemetry API port taken; listening on a free port instead");
+                telemetry::bind(0).await
+            }
         }
     };
 
@@ -390,6 +391,33 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
     let otlp_http_addr = receivers.http.as_ref().and_then(|l| l.local_addr().ok());
     let otlp_grpc_addr = receivers.grpc.as_ref().and_then(|l| l.local_addr().ok());
     receivers.serve(buffer.clone(), root.child_token(), &mut servers);
+    // The Runtime API proxy is bound with the other listeners and served here with a clone of
+    // `end_tx`; it calls `InvocationEndSender::invocation_ended` when the runtime posts a
+    // response or an error.
+    let (end_tx, end_rx) = invocation_end_channel();
+
+    let (registered, listener) = tokio::join!(client.register(&name), telemetry_bind);
+    let registration = match registered {
+        Ok(r) => r,
+        Err(e) => {
+            error!(error = %e, "cannot register with the Extensions API");
+            root.cancel();
+            stop_servers(&mut servers).await;
+            buffer_task.abort();
+            return RunSummary::failed(Exit::InitFailed, e.to_string(), stats.snapshot());
+        }
+    };
+    let listener = match listener {
+        Ok(l) => l,
+        Err(e) => {
+            let message = e.to_string();
+            report_init_failure(&mut client, &name, "BindError", &message).await;
+            root.cancel();
+            stop_servers(&mut servers).await;
+            buffer_task.abort();
+            return RunSummary::failed(Exit::InitFailed, message, stats.snapshot());
+        }
+    };
     let telemetry_addr = listener.local_addr();
     let destination = listener.destination_uri();
     let counters = Arc::new(TelemetryCounters::default());
@@ -400,21 +428,6 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
         root.child_token(),
         &mut servers,
     );
-    // The Runtime API proxy is bound with the other listeners and served here with a clone of
-    // `end_tx`; it calls `InvocationEndSender::invocation_ended` when the runtime posts a
-    // response or an error.
-    let (end_tx, end_rx) = invocation_end_channel();
-
-    let registration = match client.register(&name).await {
-        Ok(r) => r,
-        Err(e) => {
-            error!(error = %e, "cannot register with the Extensions API");
-            root.cancel();
-            stop_servers(&mut servers).await;
-            buffer_task.abort();
-            return RunSummary::failed(Exit::InitFailed, e.to_string(), stats.snapshot());
-        }
-    };
     info!(
         extension = %name,
         function = %registration.function_name,

@@ -1,35 +1,52 @@
-"""`make bench` (part 2): the release extension on the local Lambda, measured.
+"""`make bench` (part 2): the release extension measured, one table (docs/performance.md).
 
-- spawn → registered: from the local Lambda starting the extension's process to its
-  `/extension/register` request arriving (median of 10 cold starts);
-- flush latency: from the Telemetry API batch carrying `platform.runtimeDone` leaving the local
-  Lambda to the extension's next `/extension/event/next`, with 100 spans (one pre-encoded
-  realistic OTLP/HTTP protobuf request: 20 traces of 5 spans, 20 documents) plus the function's own to flush: to the daemon address, and to a
-  loopback PutTraceSegments (moto) — median of 20 invocations each;
-- peak RSS of the extension (VmHWM) after those invocations.
-
-The local Lambda answers every API request in a single write with TCP_NODELAY. The function is
-the sample Rust function (examples/rust-function).
+Every figure, how it is taken:
+- start-up: `delivery --startup-runs 10` (extension/benches/delivery.rs) is its own stand-in
+  Extensions API (one write per response, TCP_NODELAY). It spawns the extension pinned to CPU 0,
+  itself on CPU 1, and records spawn → `/extension/register` arriving, spawn → 127.0.0.1:<http>
+  accepting (a connecting spinner), and VmHWM/VmRSS 200 ms after registering. Medians of 10.
+- throughput: the extension on the local Lambda (tests/local-lambda: one write per response,
+  TCP_NODELAY), local Lambda and extension pinned to CPU 0; `delivery` on CPU 1 sends
+  pre-encoded realistic OTLP/HTTP protobuf requests (100 spans: 20 traces of 5, 2-6 attributes a
+  span; 256 of them with distinct ids, cycled) over 8 keep-alive connections for 10 s, closed
+  loop, and is the upstream: a UDP daemon sink that decodes every document and counts its segments and subsegments, or an OTLP/HTTP sink
+  that walks every request's protobuf and counts its spans. Afterwards one invocation flushes what
+  the buffer still holds and the sink drains. Accepted/s = spans not rejected / load time;
+  delivered/s = spans the sink had when the load stopped / load time.
+- 100,000 spans through: the same with 1,000 requests, then VmHWM of the extension.
+- runtimeDone → event/next: the local Lambda's timeline, from the Telemetry API batch carrying
+  `platform.runtimeDone` leaving it to the extension's next `/extension/event/next`, with the
+  100-span request received during each invocation; daemon (and PutTraceSegments on moto with
+  `--api`). Median of 20.
+- sizes of the stripped binaries.
 """
+import json
 import os
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
 
-from lam import BIN_DIR, LocalLambda  # noqa: E402
+from lam import BIN_DIR, LAYER, LocalLambda, free_ports, wait_until  # noqa: E402
 from xray.daemon import DaemonListener  # noqa: E402
-from xray.moto_xray import MotoXRay  # noqa: E402
 
+FUNCTION = [os.path.join(BIN_DIR, "bootstrap")]
+EXTENSION = os.path.join(LAYER, "extensions", "otel-xray")
+WRAPPER = os.path.join(LAYER, "otel-xray-wrapper")
+TWO_CPUS = len(os.sched_getaffinity(0)) >= 2
+EXT_CPU, LOAD_CPU = ({0}, {1}) if TWO_CPUS else (None, None)
 
 
 def realistic_request(traces=20, seed=7):
     """100 spans as an instrumented service sends them: 20 traces of a SERVER span with an AWS
-    SDK call, an HTTP call, a database query and an internal span, about 8 attributes each."""
+    SDK call, an HTTP call, a database query and an internal span, 2-6 attributes each."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
     from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
@@ -75,46 +92,123 @@ def realistic_request(traces=20, seed=7):
                 attr(s, k, v)
     return req.SerializeToString()
 
-FUNCTION = [os.path.join(BIN_DIR, "bootstrap")]
+
+def write_payloads(path, variants=256):
+    """`variants` requests like `realistic_request()` with distinct trace and span ids, each
+    prefixed by its length (4 bytes, big-endian): the load cycles through them so that a flush
+    sees distinct traces, as real traffic has (one request sent again and again would make every
+    flush one giant trace per id)."""
+    with open(path, "wb") as f:
+        for seed in range(1, variants + 1):
+            body = realistic_request(seed=seed)
+            f.write(len(body).to_bytes(4, "big") + body)
 
 
-def events(lam, kind):
-    return [e for e in lam.timeline()["events"] if e["kind"] == kind]
+def delivery_binary():
+    """The bench program's path, built by `make bench` (cargo bench --no-run); or $DELIVERY_BIN."""
+    if os.environ.get("DELIVERY_BIN"):
+        return os.environ["DELIVERY_BIN"]
+    out = subprocess.run(["cargo", "bench", "-q", "-p", "otel-xray-extension", "--bench", "delivery",
+                          "--no-run", "--message-format=json"], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        msg = json.loads(line)
+        if msg.get("reason") == "compiler-artifact" and msg["target"]["name"] == "delivery" \
+                and msg.get("executable"):
+            return msg["executable"]
+    raise RuntimeError("cargo did not name the delivery bench binary")
 
 
-def vm_hwm_kib(pid):
+def pinned(cpus, args):
+    return (["taskset", "-c", ",".join(map(str, sorted(cpus)))] + args) if cpus else args
+
+
+def vm_kib(pid, key="VmHWM:"):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(key):
                 return int(line.split()[1])
     return None
 
 
 def extension_pid(lam):
-    starts = [e for e in events(lam, "process.start") if e.get("role") == "extension"]
+    starts = [e for e in lam.timeline()["events"]
+              if e["kind"] == "process.start" and e.get("role") == "extension"]
     return starts[-1]["pid"]
 
 
-def startup(samples=10):
-    out = []
-    for _ in range(samples):
-        d = DaemonListener()
+def local_lambda(env, log_level="warn"):
+    """A sandbox whose processes all run on EXT_CPU (children inherit the affinity at fork)."""
+    mine = os.sched_getaffinity(0)
+    if EXT_CPU:
+        os.sched_setaffinity(0, EXT_CPU)
+    try:
         lam = LocalLambda(tempfile.mkdtemp(prefix="bench-"), FUNCTION, wrapper=False,
-                          env={"AWS_XRAY_DAEMON_ADDRESS": d.address, "OTEL_XRAY_LOG_LEVEL": "warn"})
+                          env=dict(env, OTEL_XRAY_LOG_LEVEL=log_level, OTEL_XRAY_PLATFORM_SPANS="false"))
+    finally:
+        os.sched_setaffinity(0, mine)
+    return lam
+
+
+def accepting(port, timeout=5.0):
+    def ok():
         try:
-            tl = lam.timeline()["events"]
-            spawn = [e for e in tl if e["kind"] == "process.start" and e.get("role") == "extension"][0]
-            reg = [e for e in tl if e["kind"] == "extension.register"][0]
-            out.append(reg["atMs"] - spawn["atMs"])
-        finally:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+    wait_until(ok, timeout=timeout, interval=0.005)
+
+
+def startup(delivery, runs=10):
+    out = subprocess.run(pinned(LOAD_CPU, [delivery, "--startup-runs", str(runs), "--extension", EXTENSION]
+                                + (["--pin-extension", "0"] if TWO_CPUS else [])),
+                         check=True, capture_output=True, text=True, timeout=120).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def through(delivery, payload_file, sink, seconds=10.0, requests=None, connections=8):
+    """Load through the extension to a sink ("daemon" or "otlp"). Returns the figures."""
+    (sink_port,) = free_ports(1)
+    sink_addr = "127.0.0.1:%d" % sink_port
+    if sink == "daemon":
+        env = {"AWS_XRAY_DAEMON_ADDRESS": sink_addr}
+        sink_args = ["--daemon-sink", sink_addr]
+    else:
+        env = {"OTEL_XRAY_EXPORTER": "otlp", "OTEL_XRAY_OTLP_ENDPOINT": "http://%s/v1/traces" % sink_addr}
+        sink_args = ["--otlp-sink", sink_addr]
+    lam = None
+    tool = subprocess.Popen(pinned(LOAD_CPU, [delivery, "--payload", payload_file, "--spans", "100",
+                                              "--connections", str(connections), "--seconds", str(seconds)]
+                                   + (["--requests", str(requests)] if requests else []) + sink_args),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert json.loads(tool.stdout.readline())["phase"] == "ready"
+        lam = local_lambda(env, log_level="info")  # info: the SHUTDOWN summary line
+        accepting(lam.ports["http"])
+        tool.stdin.write("http 127.0.0.1:%d\n" % lam.ports["http"])
+        tool.stdin.flush()
+        load = json.loads(tool.stdout.readline())
+        # What the buffer still holds leaves at the end of an invocation.
+        result = lam.invoke({"order_id": "flush"})
+        assert result["status"] == "success", result
+        tool.stdin.write("drain\n")
+        tool.stdin.flush()
+        drained = json.loads(tool.stdout.readline())
+        pid = extension_pid(lam)
+        hwm = vm_kib(pid)
+    finally:
+        if lam:
             lam.close()
-            d.close()
-    return statistics.median(out), out
+        tool.stdin.close()
+        tool.wait(timeout=30)
+    # The extension's SHUTDOWN summary: received, exported, dropped by reason.
+    summary = [line for line in lam.extension_log().splitlines() if "received" in line and "dropped" in line]
+    return dict(load, **drained, hwm_kib=hwm, summary=summary[-1] if summary else "(no summary line)")
 
 
 def flush_latency(env, n=20):
-    lam = LocalLambda(tempfile.mkdtemp(prefix="bench-"), FUNCTION, wrapper=False,
-                      env=dict(env, OTEL_XRAY_LOG_LEVEL="warn", OTEL_XRAY_PLATFORM_SPANS="false"))
+    lam = local_lambda(env)
     body = realistic_request()
     url = "http://127.0.0.1:%d/v1/traces" % lam.ports["http"]
     latencies = []
@@ -132,48 +226,84 @@ def flush_latency(env, n=20):
             nexts = [e for e in tl if e["kind"] == "extension.next" and e.get("requestId") == rid]
             sent = [s["atMs"] for s in sends if s["atMs"] <= nexts[0]["atMs"]][-1]
             latencies.append(nexts[0]["atMs"] - sent)
-        rss = vm_hwm_kib(extension_pid(lam))
+        rss = vm_kib(extension_pid(lam))
     finally:
         lam.close()
     return statistics.median(latencies), latencies, rss
 
 
 def main():
+    with_api = "--api" in sys.argv
+    delivery = delivery_binary()
+    payload_file = os.path.join(tempfile.mkdtemp(prefix="bench-payload-"), "requests.pb")
+    write_payloads(payload_file)
     rows = []
-    med, _ = startup()
-    rows.append(("spawn → registered (median of 10)", "%.2f ms" % med, "≤ 5 ms"))
+    med = statistics.median
+
+    s = startup(delivery)
+    rows.append(("spawn → registered (median of 10)", "%.2f ms" % med(s["register_ms"]), "≤ 1.5 ms"))
+    rows.append(("spawn → 127.0.0.1:4318 accepting (median of 10)", "%.2f ms" % med(s["accept_ms"]),
+                 "by register"))
+    rows.append(("peak RSS, idle after registering (VmHWM, median of 10)",
+                 "%.1f MiB" % (med(s["idle_hwm_kib"]) / 1024), "≤ 4 MiB"))
+
+    summaries = []
+    for sink, label in (("daemon", "X-Ray documents to the daemon (UDP)"), ("otlp", "OTLP/HTTP to a loopback sink")):
+        r = through(delivery, payload_file, sink)
+        summaries.append("%s, 10 s: %s" % (sink, r["summary"]))
+        accepted = r["sent_spans"] - r["rejected_spans"]
+        rows.append(("spans/s accepted, 8 connections, 10 s — %s" % label,
+                     "%s" % format(int(accepted / r["load_seconds"]), ","), "—"))
+        rows.append(("spans/s delivered during the load — %s" % label,
+                     format(int(r["delivered_so_far"] / r["load_seconds"]), ","), "≥ 600,000"))
+        rows.append(("delivered / accepted (rejected at the buffer cap) — %s" % label,
+                     "%s / %s (%s)" % (format(r["delivered_spans"], ","), format(accepted, ","),
+                                       format(r["rejected_spans"], ",")), "all"))
+        rows.append(("peak RSS after the load — %s" % label, "%.1f MiB" % (r["hwm_kib"] / 1024), "—"))
+
+    r = through(delivery, payload_file, "daemon", seconds=60, requests=1000)
+    summaries.append("daemon, 100,000 spans: %s" % r["summary"])
+    accepted = r["sent_spans"] - r["rejected_spans"]
+    rows.append(("peak RSS with 100,000 spans passing through (daemon)", "%.1f MiB" % (r["hwm_kib"] / 1024),
+                 "≤ 20 MiB"))
+    rows.append(("of those 100,000: delivered / rejected", "%s / %s" % (format(r["delivered_spans"], ","),
+                                                                     format(r["rejected_spans"], ",")),
+                 "100,000 / 0"))
 
     d = DaemonListener()
     try:
-        med, lat, rss_daemon = flush_latency({"AWS_XRAY_DAEMON_ADDRESS": d.address})
+        lat, _, rss_daemon = flush_latency({"AWS_XRAY_DAEMON_ADDRESS": d.address})
         got = len(d.drain())
     finally:
         d.close()
-    rows.append(("runtimeDone → event/next, 100 spans, daemon (median of 20)", "%.2f ms" % med, "≤ 1 ms"))
-
-    moto = MotoXRay(tempfile.mkdtemp(prefix="bench-moto-"))
-    try:
-        med_api, _, rss_api = flush_latency({"OTEL_XRAY_EXPORTER": "api", "OTEL_XRAY_API_ENDPOINT": moto.endpoint})
-    finally:
-        moto.close()
-    rows.append(("runtimeDone → event/next, 100 spans, PutTraceSegments on moto (median of 20)",
-                 "%.2f ms" % med_api, "≤ 10 ms"))
-    rows.append(("peak RSS of the extension after 21 flushes (daemon / api)",
-                 "%.1f / %.1f MiB" % (rss_daemon / 1024.0, rss_api / 1024.0), "≤ 10 MB"))
-    size = os.path.getsize(os.path.join(os.environ.get("OTEL_XRAY_LAYER", ""), "extensions", "otel-xray")) \
-        if os.environ.get("OTEL_XRAY_LAYER") else None
+    rows.append(("runtimeDone → event/next, 100 spans, daemon (median of 20)", "%.2f ms" % lat, "≤ 0.5 ms"))
+    if with_api:
+        from xray.moto_xray import MotoXRay
+        moto = MotoXRay(tempfile.mkdtemp(prefix="bench-moto-"))
+        try:
+            lat_api, _, _ = flush_latency({"OTEL_XRAY_EXPORTER": "api", "OTEL_XRAY_API_ENDPOINT": moto.endpoint})
+        finally:
+            moto.close()
+        rows.append(("runtimeDone → event/next, 100 spans, PutTraceSegments on moto (median of 20)",
+                     "%.2f ms" % lat_api, "—"))
+    rows.append(("extension binary (stripped)", "%.2f MiB" % (os.path.getsize(EXTENSION) / 1048576.0), "≤ 3 MiB"))
+    rows.append(("wrapper binary (stripped)", "%d KiB" % (os.path.getsize(WRAPPER) // 1024), "≤ 500 KiB"))
 
     print()
-    print("otel-xray on the local Lambda (%s)" % time.strftime("%Y-%m-%d %H:%M"))
+    print("otel-xray, %s, %d CPUs%s" % (time.strftime("%Y-%m-%d %H:%M"), os.cpu_count(),
+                                       ", extension on CPU 0, load and sinks on CPU 1" if TWO_CPUS else ""))
     print()
     print("| figure | measured | target |")
     print("|---|---|---|")
-    for r in rows:
-        print("| %s | %s | %s |" % r)
-    if size:
-        print("| extension binary (stripped) | %.2f MiB | — |" % (size / 1048576.0))
+    for row in rows:
+        print("| %s | %s | %s |" % row)
     print()
-    print("(daemon stand-in received %d documents)" % got)
+    print("(flush-latency runs: the daemon stand-in received %d documents; raw start-up samples: %s)"
+          % (got, json.dumps({k: v for k, v in s.items() if k != "phase"})))
+    print()
+    print("The extension's SHUTDOWN summaries (drops by reason):")
+    for line in summaries:
+        print("- " + line)
 
 
 if __name__ == "__main__":

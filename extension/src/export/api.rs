@@ -101,8 +101,7 @@ impl ApiExporter {
             )));
         }
         let http = HttpClient::new(url.scheme_str() == Some("https"));
-        let credentials =
-            CredentialsCache::new(credentials, Some(region.to_owned()), Arc::clone(&http));
+        let credentials = CredentialsCache::new(credentials, Arc::clone(&http));
         Ok(ApiExporter {
             url,
             region: region.to_owned(),

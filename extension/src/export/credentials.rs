@@ -1,26 +1,25 @@
 //! AWS credentials for SigV4, resolved lazily and cached until shortly before they expire.
 //!
-//! The chain is the part of the standard AWS chain that applies in Lambda, from `aws-config`:
+//! The chain is the part of the standard AWS chain that applies in Lambda, written here (about
+//! 150 lines) rather than taken from `aws-config`:
 //! 1. environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`),
 //!    which Lambda sets for the execution role;
-//! 2. container credentials (`AWS_CONTAINER_CREDENTIALS_FULL_URI` with
-//!    `AWS_CONTAINER_AUTHORIZATION_TOKEN`), which Lambda sets instead for SnapStart functions.
+//! 2. container credentials (`AWS_CONTAINER_CREDENTIALS_FULL_URI` or `_RELATIVE_URI`, with
+//!    `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` or `AWS_CONTAINER_AUTHORIZATION_TOKEN`), which
+//!    Lambda sets instead for SnapStart functions. As in the SDKs, a plain-`http` full URI must
+//!    point at loopback or the container credentials addresses, so the token never leaves the host.
 //!
-//! Left out, because Lambda has none of them and each costs size or a round trip that can only
-//! time out: profile files (+0.9 MB: profile parsing and the STS client for assume-role), IMDS,
-//! SSO, web identity. Measured release sizes of a binary that links the exporters (x86_64, fat
-//! LTO, stripped):
+//! Left out, because Lambda has none of them: profile files, IMDS, SSO, web identity. Measured
+//! release sizes of the extension (x86_64, fat LTO, stripped; docs/performance.md):
 //!
 //! | credentials                                                          | size    |
 //! |----------------------------------------------------------------------|---------|
-//! | aws-config defaults: `default-https-client` (aws-lc) + default chain | 7.67 MB |
-//! | env + container + profile, our ring client                           | 4.80 MB |
-//! | **env + container, our ring client (this)**                          | 3.91 MB |
-//! | env only                                                             | 3.26 MB |
+//! | aws-config defaults: `default-https-client` (aws-lc) + default chain | 7.67 MB (probe binary) |
+//! | aws-config env + container providers over our ring client           | 6.08 MB |
+//! | **env + container, this module**                                     | see docs/performance.md |
 //!
-//! The chain is built on the first export that signs, never at start-up, and its HTTP calls go
-//! through the exporter's own client ([`HttpClient`]) via a small adapter, so aws-config needs no
-//! HTTP stack of its own and nothing links aws-lc-sys.
+//! The chain reads nothing until the first export that signs, and its HTTP call goes through the
+//! exporter's own client ([`HttpClient`]).
 //!
 //! Tests inject a fixed provider ([`CredentialsSource::Provider`]) instead of touching the
 //! process environment, which parallel tests share.
@@ -28,27 +27,14 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use aws_config::Region;
-use aws_config::ecs::EcsCredentialsProvider;
-use aws_config::environment::EnvironmentVariableCredentialsProvider;
-use aws_config::meta::credentials::CredentialsProviderChain;
-use aws_config::provider_config::ProviderConfig;
 use aws_credential_types::Credentials;
-use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
-use aws_smithy_runtime_api::client::http::{
-    HttpClient as SmithyHttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings,
-    SharedHttpConnector,
-};
-use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
-use aws_smithy_runtime_api::client::result::ConnectorError;
-use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_runtime_api::http::StatusCode as SmithyStatus;
-use aws_smithy_types::body::SdkBody;
-use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_credential_types::provider::error::CredentialsError as ProviderError;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider, future};
 use bytes::Bytes;
+use http::header::AUTHORIZATION;
 use tokio::time::Instant;
 
-use super::http_client::{HttpClient, HttpError};
+use super::http_client::HttpClient;
 
 /// Cached credentials are refreshed this long before they expire.
 const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(5 * 60);
@@ -78,7 +64,6 @@ pub enum CredentialsError {
 #[derive(Debug)]
 pub struct CredentialsCache {
     source: CredentialsSource,
-    region: Option<String>,
     http: Arc<HttpClient>,
     provider: OnceLock<SharedCredentialsProvider>,
     cached: tokio::sync::Mutex<Option<Credentials>>,
@@ -86,10 +71,9 @@ pub struct CredentialsCache {
 
 impl CredentialsCache {
     /// A cache over `source`. Builds nothing yet; `http` is used by the container provider.
-    pub fn new(source: CredentialsSource, region: Option<String>, http: Arc<HttpClient>) -> Self {
+    pub fn new(source: CredentialsSource, http: Arc<HttpClient>) -> Self {
         CredentialsCache {
             source,
-            region,
             http,
             provider: OnceLock::new(),
             cached: tokio::sync::Mutex::new(None),
@@ -114,7 +98,7 @@ impl CredentialsCache {
                 *cached = Some(c.clone());
                 return Ok(c);
             }
-            Ok(Err(e)) => CredentialsError::Unavailable(DisplayErrorContext(&e).to_string()),
+            Ok(Err(e)) => CredentialsError::Unavailable(provider_error_text(&e)),
             Err(_) => CredentialsError::Timeout,
         };
         // A failed refresh keeps using credentials that have not expired yet.
@@ -128,9 +112,10 @@ impl CredentialsCache {
         self.provider
             .get_or_init(|| match &self.source {
                 CredentialsSource::Provider(p) => p.clone(),
-                CredentialsSource::Chain => {
-                    lambda_chain(self.region.as_deref(), Arc::clone(&self.http))
-                }
+                CredentialsSource::Chain => SharedCredentialsProvider::new(LambdaChain {
+                    http: Arc::clone(&self.http),
+                    env: Arc::new(|k: &str| std::env::var(k).ok()),
+                }),
             })
             .clone()
     }
@@ -149,94 +134,248 @@ fn expired(c: &Credentials, now: SystemTime) -> bool {
     c.expiry().is_some_and(|expiry| expiry <= now)
 }
 
-/// Environment, then container credentials.
-fn lambda_chain(region: Option<&str>, http: Arc<HttpClient>) -> SharedCredentialsProvider {
-    let config = ProviderConfig::default()
-        .with_http_client(SmithyHttp { http })
-        .with_region(region.map(|r| Region::new(r.to_owned())));
-    let chain = CredentialsProviderChain::first_try(
-        "Environment",
-        EnvironmentVariableCredentialsProvider::new(),
-    )
-    .or_else(
-        "EcsContainer",
-        EcsCredentialsProvider::builder().configure(&config).build(),
-    );
-    SharedCredentialsProvider::new(chain)
-}
-
-/// aws-config's HTTP client trait over our [`HttpClient`].
-#[derive(Debug, Clone)]
-struct SmithyHttp {
-    http: Arc<HttpClient>,
-}
-
-impl SmithyHttpClient for SmithyHttp {
-    fn http_connector(
-        &self,
-        settings: &HttpConnectorSettings,
-        _components: &RuntimeComponents,
-    ) -> SharedHttpConnector {
-        let timeout = settings.connect_timeout().unwrap_or(Duration::from_secs(2))
-            + settings.read_timeout().unwrap_or(Duration::from_secs(5));
-        SharedHttpConnector::new(SmithyConnector {
-            http: Arc::clone(&self.http),
-            timeout,
-        })
+/// An error and its sources, on one line.
+fn provider_error_text(e: &ProviderError) -> String {
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
     }
+    out
 }
 
-#[derive(Debug)]
-struct SmithyConnector {
-    http: Arc<HttpClient>,
-    timeout: Duration,
-}
-
+/// The link-local address of container credentials for a relative URI.
+const CONTAINER_HOST: &str = "http://169.254.170.2";
+/// Hosts a plain-`http` full URI may name besides loopback (ECS and EKS Pod Identity).
+const CONTAINER_IPS: [&str; 3] = ["169.254.170.2", "169.254.170.23", "[fd00:ec2::23]"];
+/// Time allowed for one container credentials call.
+const CONTAINER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Credentials responses are small JSON documents.
 const MAX_CREDENTIALS_RESPONSE: usize = 64 * 1024;
 
-impl HttpConnector for SmithyConnector {
-    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-        let http = Arc::clone(&self.http);
-        let deadline = Instant::now() + self.timeout;
-        HttpConnectorFuture::new(async move {
-            let request = to_http(&request).map_err(|e| ConnectorError::other(e.into(), None))?;
-            let response = http
-                .send(request, deadline, MAX_CREDENTIALS_RESPONSE)
-                .await
-                .map_err(|e| match e {
-                    HttpError::Timeout => ConnectorError::timeout(e.into()),
-                    other => ConnectorError::io(other.into()),
-                })?;
-            let status = SmithyStatus::try_from(response.status.as_u16())
-                .map_err(|e| ConnectorError::other(e.into(), None))?;
-            let mut out = HttpResponse::new(status, SdkBody::from(response.body));
-            for (name, value) in &response.headers {
-                if let Ok(value) = value.to_str() {
-                    out.headers_mut()
-                        .append(name.as_str().to_owned(), value.to_owned());
-                }
-            }
-            Ok(out)
-        })
+/// Reads an environment variable: the process environment in production, a map in tests.
+type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Environment, then container credentials (the module docs).
+#[derive(Clone)]
+struct LambdaChain {
+    http: Arc<HttpClient>,
+    env: EnvLookup,
+}
+
+impl std::fmt::Debug for LambdaChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LambdaChain")
     }
 }
 
-fn to_http(request: &HttpRequest) -> Result<http::Request<Bytes>, HttpError> {
-    let body = request
-        .body()
-        .bytes()
-        .map(Bytes::copy_from_slice)
-        .ok_or_else(|| HttpError::Invalid("streaming request body".into()))?;
-    let mut builder = http::Request::builder()
-        .method(request.method())
-        .uri(request.uri());
-    for (name, value) in request.headers() {
-        builder = builder.header(name, value);
+impl ProvideCredentials for LambdaChain {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(self.resolve())
     }
-    builder
-        .body(body)
-        .map_err(|e| HttpError::Invalid(e.to_string()))
+}
+
+impl LambdaChain {
+    fn var(&self, name: &str) -> Option<String> {
+        (self.env)(name).filter(|v| !v.trim().is_empty())
+    }
+
+    async fn resolve(&self) -> Result<Credentials, ProviderError> {
+        if let Some(c) = self.environment() {
+            return Ok(c);
+        }
+        let Some(uri) = self.container_uri()? else {
+            return Err(ProviderError::not_loaded(
+                "neither AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY nor \
+                 AWS_CONTAINER_CREDENTIALS_FULL_URI/_RELATIVE_URI is set",
+            ));
+        };
+        self.container(&uri).await
+    }
+
+    fn environment(&self) -> Option<Credentials> {
+        let key = self.var("AWS_ACCESS_KEY_ID")?;
+        let secret = self.var("AWS_SECRET_ACCESS_KEY")?;
+        Some(Credentials::new(
+            key.trim(),
+            secret.trim(),
+            self.var("AWS_SESSION_TOKEN").map(|t| t.trim().to_owned()),
+            None,
+            "Environment",
+        ))
+    }
+
+    /// The container credentials URI, checked; `None` when none is set.
+    fn container_uri(&self) -> Result<Option<http::Uri>, ProviderError> {
+        let raw = match (
+            self.var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"),
+            self.var("AWS_CONTAINER_CREDENTIALS_FULL_URI"),
+        ) {
+            (Some(rel), _) => format!("{CONTAINER_HOST}{}", rel.trim()),
+            (None, Some(full)) => full.trim().to_owned(),
+            (None, None) => return Ok(None),
+        };
+        let uri: http::Uri = raw.parse().map_err(|e: http::uri::InvalidUri| {
+            ProviderError::invalid_configuration(format!("container credentials URI: {e}"))
+        })?;
+        let host = uri.host().unwrap_or("");
+        let allowed = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => host_is_loopback(host) || CONTAINER_IPS.contains(&host),
+            _ => false,
+        };
+        if !allowed {
+            return Err(ProviderError::invalid_configuration(format!(
+                "container credentials URI {raw:?}: plain http only to loopback or the container \
+                 credentials addresses"
+            )));
+        }
+        Ok(Some(uri))
+    }
+
+    fn authorization(&self) -> Result<Option<String>, ProviderError> {
+        if let Some(path) = self.var("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE") {
+            let token = std::fs::read_to_string(path.trim()).map_err(|e| {
+                ProviderError::invalid_configuration(format!(
+                    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE: {e}"
+                ))
+            })?;
+            return Ok(Some(token.trim().to_owned()));
+        }
+        Ok(self
+            .var("AWS_CONTAINER_AUTHORIZATION_TOKEN")
+            .map(|t| t.trim().to_owned()))
+    }
+
+    async fn container(&self, uri: &http::Uri) -> Result<Credentials, ProviderError> {
+        let mut request = http::Request::get(uri.clone()).header("accept", "application/json");
+        if let Some(token) = self.authorization()? {
+            request = request.header(AUTHORIZATION, token);
+        }
+        let request = request
+            .body(Bytes::new())
+            .map_err(|e| ProviderError::invalid_configuration(e.to_string()))?;
+        let response = self
+            .http
+            .send(
+                request,
+                Instant::now() + CONTAINER_TIMEOUT,
+                MAX_CREDENTIALS_RESPONSE,
+            )
+            .await
+            .map_err(|e| ProviderError::provider_error(format!("container credentials: {e}")))?;
+        if !response.status.is_success() {
+            return Err(ProviderError::provider_error(format!(
+                "container credentials: HTTP {}",
+                response.status
+            )));
+        }
+        parse_container_credentials(&response.body)
+    }
+}
+
+fn host_is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The container credentials document: `AccessKeyId`, `SecretAccessKey`, `Token`, `Expiration`.
+fn parse_container_credentials(body: &[u8]) -> Result<Credentials, ProviderError> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Doc {
+        access_key_id: String,
+        secret_access_key: String,
+        token: Option<String>,
+        expiration: Option<String>,
+    }
+    let doc: Doc = serde_json::from_slice(body).map_err(|e| {
+        ProviderError::provider_error(format!("container credentials response: {e}"))
+    })?;
+    let expiry = match doc.expiration.as_deref() {
+        None => None,
+        Some(t) => Some(parse_rfc3339(t).ok_or_else(|| {
+            ProviderError::provider_error(format!("container credentials: bad Expiration {t:?}"))
+        })?),
+    };
+    Ok(Credentials::new(
+        doc.access_key_id,
+        doc.secret_access_key,
+        doc.token.filter(|t| !t.is_empty()),
+        expiry,
+        "EcsContainer",
+    ))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM)` as a `SystemTime`.
+fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = s.get(r)?;
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut nanos = 0u32;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        let frac = s.get(start..i)?;
+        if frac.is_empty() {
+            return None;
+        }
+        let digits: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
+        nanos = digits.parse().ok()?;
+    }
+    let offset = match s.get(i..)? {
+        "Z" | "z" => 0,
+        tz if tz.len() == 6
+            && matches!(tz.as_bytes()[0], b'+' | b'-')
+            && tz.as_bytes()[3] == b':' =>
+        {
+            let (oh, om) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
+            let sign = if tz.as_bytes()[0] == b'-' { -1 } else { 1 };
+            sign * (oh * 3600 + om * 60)
+        }
+        _ => return None,
+    };
+    // Days from the civil date (proleptic Gregorian), after Howard Hinnant's algorithm.
+    let (yy, mm) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * mm + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset;
+    let secs = u64::try_from(secs).ok()?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
 }
 
 /// A provider for tests: fixed keys, optionally expiring.
@@ -304,7 +443,7 @@ mod tests {
             fail,
         });
         (
-            CredentialsCache::new(provider.into(), None, HttpClient::new(false)),
+            CredentialsCache::new(provider.into(), HttpClient::new(false)),
             calls,
         )
     }
@@ -343,8 +482,101 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
+    fn chain(vars: &[(&str, &str)]) -> LambdaChain {
+        let map: std::collections::HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        LambdaChain {
+            http: HttpClient::new(false),
+            env: Arc::new(move |k: &str| map.get(k).cloned()),
+        }
+    }
+
+    #[test]
+    fn rfc3339_times() {
+        let t = |s| {
+            parse_rfc3339(s).map(|t| {
+                t.duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis()
+            })
+        };
+        assert_eq!(t("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(t("2099-01-01T00:00:00Z"), Some(4_070_908_800_000));
+        assert_eq!(t("2024-02-29T12:34:56.789Z"), Some(1_709_210_096_789));
+        assert_eq!(t("2024-02-29T14:34:56+02:00"), Some(1_709_210_096_000));
+        assert_eq!(t("2024-02-29T10:04:56-02:30"), Some(1_709_210_096_000));
+        for bad in [
+            "",
+            "2024-02-29",
+            "2024-13-01T00:00:00Z",
+            "2024-02-29T12:34:56",
+            "x024-02-29T12:34:56Z",
+            "2024-02-29T12:34:56.Z",
+            "1969-12-31T23:59:59Z",
+        ] {
+            assert_eq!(t(bad), None, "{bad}");
+        }
+    }
+
     #[tokio::test]
-    async fn smithy_adapter_round_trips_through_our_client() {
+    async fn environment_comes_first() {
+        let c = chain(&[
+            ("AWS_ACCESS_KEY_ID", "AKID"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ("AWS_SESSION_TOKEN", "token"),
+            (
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                "http://127.0.0.1:1/never",
+            ),
+        ]);
+        let creds = c.provide_credentials().await.unwrap();
+        assert_eq!(creds.access_key_id(), "AKID");
+        assert_eq!(creds.secret_access_key(), "secret");
+        assert_eq!(creds.session_token(), Some("token"));
+        assert_eq!(creds.expiry(), None);
+    }
+
+    #[tokio::test]
+    async fn nothing_set_is_not_loaded() {
+        let err = chain(&[("AWS_ACCESS_KEY_ID", "AKID")])
+            .provide_credentials()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ProviderError::CredentialsNotLoaded(_)),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn container_uris_are_checked() {
+        let uri =
+            |full: &str| chain(&[("AWS_CONTAINER_CREDENTIALS_FULL_URI", full)]).container_uri();
+        assert!(uri("http://127.0.0.1:8080/creds").unwrap().is_some());
+        assert!(uri("http://localhost/creds").unwrap().is_some());
+        assert!(uri("http://[::1]:9/creds").unwrap().is_some());
+        assert!(
+            uri("http://169.254.170.23/v1/credentials")
+                .unwrap()
+                .is_some()
+        );
+        assert!(uri("https://creds.example.com/x").unwrap().is_some());
+        assert!(uri("http://creds.example.com/x").is_err());
+        assert!(uri("ftp://127.0.0.1/x").is_err());
+        let rel = chain(&[(
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "/v2/credentials/abc",
+        )])
+        .container_uri()
+        .unwrap()
+        .unwrap();
+        assert_eq!(rel.to_string(), "http://169.254.170.2/v2/credentials/abc");
+    }
+
+    #[tokio::test]
+    async fn container_credentials_over_our_client() {
         use http_body_util::Full;
         use hyper::service::service_fn;
         use hyper_util::rt::TokioIo;
@@ -352,60 +584,89 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
-            let service = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
-                let auth = req
-                    .headers()
-                    .get("authorization")
-                    .map(|v| v.to_str().unwrap().to_owned());
-                let body = format!(
-                    r#"{{"path":"{}","auth":{:?}}}"#,
-                    req.uri().path(),
-                    auth.unwrap_or_default()
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let service = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    let auth = req
+                        .headers()
+                        .get("authorization")
+                        .map(|v| v.to_str().unwrap().to_owned());
+                    let (status, body) = match (req.uri().path(), auth.as_deref()) {
+                        ("/creds", Some("token-123")) => (
+                            200,
+                            r#"{"AccessKeyId":"ASIA1","SecretAccessKey":"s/k","Token":"t","Expiration":"2099-01-01T00:00:00Z"}"#,
+                        ),
+                        ("/garbage", _) => (200, "not json"),
+                        _ => (401, r#"{"message":"no"}"#),
+                    };
+                    Ok::<_, std::convert::Infallible>(
+                        http::Response::builder()
+                            .status(status)
+                            .body(Full::new(Bytes::from(body)))
+                            .unwrap(),
+                    )
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
                 );
-                Ok::<_, std::convert::Infallible>(
-                    http::Response::builder()
-                        .status(200)
-                        .header("x-test", "yes")
-                        .body(Full::new(Bytes::from(body)))
-                        .unwrap(),
-                )
-            });
-            hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-                .unwrap();
+            }
         });
-
-        let connector = SmithyConnector {
-            http: HttpClient::new(false),
-            timeout: Duration::from_secs(5),
-        };
-        let mut request = HttpRequest::get(format!("http://{addr}/creds")).unwrap();
-        request
-            .headers_mut()
-            .insert("authorization", "token-123".to_owned());
-        let response = connector.call(request).await.unwrap();
-        assert_eq!(response.status().as_u16(), 200);
-        assert_eq!(response.headers().get("x-test"), Some("yes"));
-        let body = std::str::from_utf8(response.body().bytes().unwrap()).unwrap();
-        assert_eq!(body, r#"{"path":"/creds","auth":"token-123"}"#);
-        drop(connector);
+        let token_file = std::env::temp_dir().join(format!("otel-xray-token-{}", addr.port()));
+        std::fs::write(&token_file, "token-123\n").unwrap();
+        let full = format!("http://{addr}/creds");
+        for c in [
+            chain(&[
+                ("AWS_CONTAINER_CREDENTIALS_FULL_URI", &full),
+                ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "token-123"),
+            ]),
+            chain(&[
+                ("AWS_CONTAINER_CREDENTIALS_FULL_URI", &full),
+                (
+                    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                    token_file.to_str().unwrap(),
+                ),
+                (
+                    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+                    "ignored-when-a-file-is-set",
+                ),
+            ]),
+        ] {
+            let creds = c.provide_credentials().await.unwrap();
+            assert_eq!(creds.access_key_id(), "ASIA1");
+            assert_eq!(creds.secret_access_key(), "s/k");
+            assert_eq!(creds.session_token(), Some("t"));
+            assert_eq!(creds.expiry(), parse_rfc3339("2099-01-01T00:00:00Z"));
+        }
+        let _ = std::fs::remove_file(&token_file);
+        // A refused token and a garbage body are errors, with the cause.
+        let err = chain(&[("AWS_CONTAINER_CREDENTIALS_FULL_URI", &full)])
+            .provide_credentials()
+            .await
+            .unwrap_err();
+        assert!(provider_error_text(&err).contains("401"), "{err:?}");
+        let err = chain(&[(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            &format!("http://{addr}/garbage"),
+        )])
+        .provide_credentials()
+        .await
+        .unwrap_err();
+        assert!(provider_error_text(&err).contains("response"), "{err:?}");
         server.abort();
-
-        // A closed port is an I/O connector error, not a panic or a hang.
+        // A closed port is an error, not a panic or a hang.
         let closed = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap()
         };
-        let connector = SmithyConnector {
-            http: HttpClient::new(false),
-            timeout: Duration::from_secs(5),
-        };
-        let err = connector
-            .call(HttpRequest::get(format!("http://{closed}/creds")).unwrap())
+        assert!(
+            chain(&[(
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                &format!("http://{closed}/creds")
+            )])
+            .provide_credentials()
             .await
-            .unwrap_err();
-        assert!(err.is_io(), "{err:?}");
+            .is_err()
+        );
     }
 }

@@ -323,6 +323,8 @@ impl Exporter {
     }
 
     /// Sends `batch`, giving up at `deadline`. Never panics; every span is in the report.
+    /// The X-Ray exporters translate it [`TRANSLATE_CHUNK_SPANS`] spans (in whole requests) at a
+    /// time.
     pub async fn export(&self, batch: SpanBatch, deadline: Instant) -> ExportReport {
         if batch.is_empty() {
             return ExportReport::default();
@@ -330,8 +332,29 @@ impl Exporter {
         let mut report = match &self.backend {
             Backend::Otlp(otlp) => otlp.send(batch.resource_spans, deadline).await,
             Backend::Daemon(_) | Backend::Api(_) => {
-                let translation = translate(&batch.resource_spans, &self.translate);
-                self.send_translation(&translation, deadline).await
+                // Translated and sent a chunk at a time, each chunk's spans freed as soon as it
+                // is translated: a large flush never holds all its documents at once
+                // (docs/performance.md). Traces stay whole within a chunk of whole requests.
+                let mut report = ExportReport::default();
+                let mut rest = batch.resource_spans.into_iter();
+                loop {
+                    let mut chunk = Vec::new();
+                    let mut spans = 0;
+                    for rs in rest.by_ref() {
+                        spans += crate::buffer::count_spans(std::slice::from_ref(&rs));
+                        chunk.push(rs);
+                        if spans >= TRANSLATE_CHUNK_SPANS {
+                            break;
+                        }
+                    }
+                    if chunk.is_empty() {
+                        break;
+                    }
+                    let translation = translate(&chunk, &self.translate);
+                    drop(chunk);
+                    report.merge(self.send_translation(&translation, deadline).await);
+                }
+                report
             }
         };
         let missing = report.reconcile(batch.spans);
@@ -384,6 +407,10 @@ impl Exporter {
         }
     }
 }
+
+/// Spans (in whole OTLP requests) translated and sent at a time by the X-Ray exporters: bounds
+/// the documents a large flush holds at once; small flushes are one chunk.
+pub const TRANSLATE_CHUNK_SPANS: usize = 2_000;
 
 /// The region in an AWS endpoint URL such as `https://xray.eu-west-1.amazonaws.com/v1/traces`.
 pub fn region_from_url(url: &str) -> Option<String> {

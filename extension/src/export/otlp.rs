@@ -57,7 +57,9 @@ const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 /// Compression of request bodies.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Gzip {
-    /// Gzip bodies of 1 KiB and more (the fastest level: the flush runs while the sandbox waits).
+    /// Gzip bodies of 1 KiB and more (the fastest level: the flush runs while the sandbox
+    /// waits), except to a loopback endpoint, where compressing only costs CPU: gzip takes longer
+    /// than decoding and translating the same spans (docs/performance.md).
     #[default]
     Auto,
     /// Always gzip.
@@ -88,6 +90,8 @@ pub struct OtlpExporter {
     headers: Vec<(HeaderName, HeaderValue)>,
     sigv4_region: Option<String>,
     gzip: Gzip,
+    /// The endpoint is on this host (`Gzip::Auto` does not compress then).
+    loopback: bool,
     max_spans: usize,
     max_bytes: usize,
     http: Arc<HttpClient>,
@@ -133,16 +137,19 @@ impl OtlpExporter {
             }
         }
         let http = HttpClient::new(url.scheme_str() == Some("https"));
-        let credentials = CredentialsCache::new(
-            settings.credentials,
-            settings.sigv4_region.clone(),
-            Arc::clone(&http),
-        );
+        let credentials = CredentialsCache::new(settings.credentials, Arc::clone(&http));
+        let loopback = url.host().is_some_and(|h| {
+            let h = h.trim_start_matches('[').trim_end_matches(']');
+            h == "localhost"
+                || h.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        });
         Ok(OtlpExporter {
             url,
             headers,
             sigv4_region: settings.sigv4_region,
             gzip: settings.gzip,
+            loopback,
             max_spans: MAX_SPANS_PER_REQUEST,
             max_bytes: MAX_REQUEST_BYTES,
             http,
@@ -250,7 +257,7 @@ impl OtlpExporter {
         let gzip = match self.gzip {
             Gzip::Always => true,
             Gzip::Never => false,
-            Gzip::Auto => raw.len() >= GZIP_MIN_BYTES,
+            Gzip::Auto => raw.len() >= GZIP_MIN_BYTES && !self.loopback,
         };
         let body = if gzip {
             gzip_fast(&raw).map_err(|e| Failure {
