@@ -930,12 +930,13 @@ impl Lifecycle {
         };
         if self.merge_invocation_spans && self.invocation_spans.is_some() {
             // The function's own FaaS span took the proxy span's place: the proxy span's content
-            // is exported inside it, so it counts as exported, not as lost.
+            // goes out (or is dropped) inside it, so the proxy span leaves the accounting rather
+            // than being counted as exported before the export has happened.
             let merged = merge_function_spans(&mut batch.resource_spans, &mut self.replaced)
                 .min(batch.spans);
             if merged > 0 {
                 batch.spans -= merged;
-                self.stats.add_exported(merged as u64);
+                self.stats.remove_folded(merged as u64);
                 debug!(merged, "invocation spans merged into the function's own");
             }
         }

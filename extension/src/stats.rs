@@ -108,6 +108,17 @@ impl Stats {
         self.received.fetch_add(spans, Ordering::Relaxed);
     }
 
+    /// Spans folded into another span before export (the proxy's invocation span merged into
+    /// the function's own): they leave the accounting, since their content is exported or
+    /// dropped with the span that absorbed them. Removed from `received`, never below zero.
+    pub fn remove_folded(&self, spans: u64) {
+        let _ = self
+            .received
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| {
+                Some(r.saturating_sub(spans))
+            });
+    }
+
     /// Spans the upstream accepted.
     pub fn add_exported(&self, spans: u64) {
         self.exported.fetch_add(spans, Ordering::Relaxed);
@@ -237,5 +248,10 @@ mod tests {
         assert_eq!(snap.in_flight(), 1);
         let line = snap.to_string();
         assert!(line.contains("received=10 exported=6 dropped=3 (buffer_full=3) in_flight=1"));
+        s.remove_folded(1);
+        assert_eq!(s.snapshot().received, 9);
+        assert_eq!(s.snapshot().in_flight(), 0);
+        s.remove_folded(100);
+        assert_eq!(s.snapshot().received, 0);
     }
 }

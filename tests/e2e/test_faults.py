@@ -260,24 +260,33 @@ class Occupier(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_receiver_ports_already_taken(sandbox, daemon):
-    http_port, grpc_port = free_ports(2)
-    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", p), Occupier) for p in (http_port, grpc_port)]
+def test_receiver_and_proxy_ports_already_taken(sandbox, daemon):
+    # Another process holds the OTLP ports and the Runtime API proxy's port (and answers GET with
+    # 501, so the wrapper's health probe finds no otel-xray there): the function still succeeds,
+    # talks to Lambda directly, and the extension names the variables to change.
+    http_port, grpc_port, proxy_port = free_ports(3)
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", p), Occupier)
+               for p in (http_port, grpc_port, proxy_port)]
     for srv in servers:
         threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
         lam = sandbox(python_runtime(), active_tracing=True, env=python_env({
             "AWS_XRAY_DAEMON_ADDRESS": daemon.address,
-            "OTEL_XRAY_HTTP_PORT": str(http_port), "OTEL_XRAY_GRPC_PORT": str(grpc_port)}))
-        lam.ports.update(http=http_port, grpc=grpc_port)
+            "OTEL_XRAY_HTTP_PORT": str(http_port), "OTEL_XRAY_GRPC_PORT": str(grpc_port),
+            "OTEL_XRAY_PROXY_PORT": str(proxy_port)}))
+        lam.ports.update(http=http_port, grpc=grpc_port, proxy=proxy_port)
         for i in range(2):
             result = lam.invoke({"order_id": "p-%d" % i})
             assert result["status"] == "success", result
+            assert business(result["response"]) == dict(EXPECTED_RESULT, order_id="p-%d" % i), result
+            runtime_api = result["response"]["seen"]["runtime_api"]
+            assert runtime_api and not runtime_api.endswith(":%d" % proxy_port), result
         report = lam.shutdown()
         (ext,) = [e for e in report["extensions"] if e["name"] == "otel-xray"]
         assert ext["exitCode"] == 0 and not ext["killed"] and ext["exitedAfterMs"] < 2000, ext
         log = lam.extension_log()
-        assert "OTEL_XRAY_HTTP_PORT" in log and "OTEL_XRAY_GRPC_PORT" in log, log
+        for variable in ("OTEL_XRAY_HTTP_PORT", "OTEL_XRAY_GRPC_PORT", "OTEL_XRAY_PROXY_PORT"):
+            assert variable in log, (variable, log)
         s = shutdown_summary(log)
         # The function's SDK spoke to the other process; the extension still sends its own
         # platform spans, and balances.

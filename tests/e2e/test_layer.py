@@ -160,16 +160,19 @@ def test_layer_from_zip_traces_an_invocation(arch, tmp_path, sandbox, daemon):
         # The function's SERVER span continues Lambda's trace, named after the service the
         # wrapper set (the function name), with the allow-listed attribute as an annotation.
         assert server.kind == "segment" and server.name == "orders-%s" % arch, server.name
-        # One connected trace under Lambda's: the function's segment and the extension's span of
-        # the invocation (Telemetry API) are both children of the Parent Lambda handed over.
+        # One connected trace under Lambda's: the function's segment is the only child of the
+        # Parent Lambda handed over (the wrapper pointed the runtime at the extension's Runtime
+        # API proxy, whose invocation span the function's own SERVER span replaced).
         assert server.parent_id == parent, (server.parent_id, parent)
-        assert not roots and len(orphans) == 2 and {o.parent_id for o in orphans} == {parent}, (
+        assert not roots and [o.id for o in orphans] == [server.id], (
             [(n.name, n.parent_id) for n in roots + orphans])
         assert server.doc["annotations"] == {"order_id": order}, server.doc.get("annotations")
-        assert len(server.children) == 3, [c.name for c in server.children]
-        (ddb,) = [c for c in server.children if c.doc.get("namespace") == "aws"]
+        # The cold start's Init (Telemetry API) may hang here too, when it came in time.
+        work = [c for c in server.children if c.name != "Init"]
+        assert len(work) == 3, [c.name for c in server.children]
+        (ddb,) = [c for c in work if c.doc.get("namespace") == "aws"]
         assert ddb.doc["aws"]["operation"] == "PutItem", ddb.doc
-        (http,) = [c for c in server.children if "http" in c.doc]
+        (http,) = [c for c in work if "http" in c.doc]
         assert http.doc["http"]["response"]["status"] == 200, http.doc
         assert (server.doc.get("fault") is True) == (i == 1), server.doc
     report = lam.shutdown()

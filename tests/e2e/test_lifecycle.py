@@ -48,9 +48,12 @@ def test_every_invocation_flushed_before_next_event_daemon(sandbox, daemon):
         assert len(docs) > seen
         seen = len(docs)
     lam.shutdown()
-    # Nothing was left for SHUTDOWN: no function span arrives after the last invocation.
-    after = daemon.drain()
-    assert after[seen:] == [], after[seen:]
+    # Nothing was left for SHUTDOWN: no function span arrives after the last invocation. (The
+    # cold start's Init comes from the Telemetry API on Lambda's schedule, and with the Runtime
+    # API proxy ending invocations before Lambda's batch arrives it may be exported at a later
+    # flush, SHUTDOWN's included: it is the extension's span, not the function's.)
+    after = [d for d in daemon.drain()[seen:] if d.get("name") != "Init"]
+    assert after == [], after
     s = shutdown_summary(lam.extension_log())
     assert s["in_flight"] == 0 and s["dropped"] == 0 and s["received"] == s["exported"] > 0, s
 
