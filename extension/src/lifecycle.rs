@@ -572,10 +572,6 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
             (None, _) => "cancelled",
         },
         invocations = lifecycle.invocations,
-        received = stats.received,
-        exported = stats.exported,
-        dropped = stats.dropped_total(),
-        flushes = stats.flushes,
         telemetry_batches = telemetry.batches,
         telemetry_malformed = telemetry.malformed_batches,
         "shutdown: {stats}"
