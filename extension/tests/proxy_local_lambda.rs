@@ -28,6 +28,10 @@ use tokio::sync::mpsc;
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
+/// One sandbox at a time: the ports chosen by [`free_port`] are released before the extension
+/// binds them, and another sandbox's ephemeral listener could take one meanwhile.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build(HttpConnector::new())
 }
@@ -315,7 +319,8 @@ fn parse_header(h: &str) -> (String, String, bool) {
             .unwrap_or_default()
             .to_owned()
     };
-    let trace = field("Root").replace("1-", "").replace('-', "");
+    let root = field("Root");
+    let trace = root.strip_prefix("1-").unwrap_or(&root).replace('-', "");
     (trace, field("Parent"), field("Sampled") == "1")
 }
 
@@ -434,6 +439,7 @@ fn invocation_segments(nodes: &[Node], request_id: &str) -> Vec<Node> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caller_shapes_without_active_tracing() {
+    let _serial = SERIAL.lock().await;
     let mut sb = Sandbox::start(false, &[("OTEL_XRAY_BAGGAGE_ATTRIBUTES", "user.id")]).await;
 
     // 1. No context (direct invoke, PassThrough: Lambda's header says Sampled=0).
@@ -500,6 +506,17 @@ async fn caller_shapes_without_active_tracing() {
         root.doc["metadata"]["default"]["messaging.batch.message_count"],
         3
     );
+    let links: Vec<&str> = root.doc["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        links,
+        ["53995c3f42cd8ad1", "53995c3f42cd8ad2", "53995c3f42cd8ad3"],
+        "one link per message"
+    );
 
     // 5a. X-Amzn-Trace-Id with Sampled=0 in the event: nothing exported, the SDK told so too.
     let event = json!({"httpMethod": "GET", "requestContext": {}, "multiValueHeaders": {
@@ -552,6 +569,7 @@ async fn caller_shapes_without_active_tracing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_tracing_and_the_functions_own_invocation_span() {
+    let _serial = SERIAL.lock().await;
     let mut sb = Sandbox::start(true, &[]).await;
 
     // 2. Active tracing: everything under Lambda's function segment.
@@ -607,6 +625,7 @@ async fn active_tracing_and_the_functions_own_invocation_span() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_responses_and_their_error_trailers_pass_through() {
+    let _serial = SERIAL.lock().await;
     let mut sb = Sandbox::start(false, &[]).await;
     let (seen, result, docs) = sb.invoke(json!({}), None, Plan::Stream(false)).await;
     assert_eq!(result.status, InvokeStatus::Success);
