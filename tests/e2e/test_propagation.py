@@ -291,8 +291,6 @@ def test_python_auto_instrumentation_handoff(sandbox, daemon):
         "PYTHONPATH": "%s:%s" % (function, site),
         "PYTHONUNBUFFERED": "1",
         "AWS_XRAY_DAEMON_ADDRESS": daemon.address,
-        "OTEL_METRICS_EXPORTER": "none",
-        "OTEL_LOGS_EXPORTER": "none",
     })
     result = lam.invoke({})
     assert result["status"] == "success", result
@@ -316,6 +314,10 @@ def test_python_auto_instrumentation_handoff(sandbox, daemon):
             return False
 
     check(daemon.wait_for(ready, timeout=10))
+    # The wrapper kept the distro's metrics and logs exporters off the traces-only receiver.
+    assert out["exporters"] == ["none", "none"], out
+    lam.shutdown()
+    assert "/v1/metrics" not in lam.extension_log() and "/v1/logs" not in lam.extension_log()
 
 
 MERGE_LATE_INIT = pytest.mark.xfail(strict=False, reason=(
