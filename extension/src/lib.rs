@@ -8,7 +8,8 @@
 //!                                   decode)         task)        pure + clock)                    ├─ api (PutTraceSegments, SigV4)
 //!                                                     ▲                                           └─ otlp (OTLP/HTTP, SigV4 optional)
 //! Lambda Extensions API ──INVOKE/SHUTDOWN──▶ lambda/ ─┤
-//! Lambda Telemetry API ──platform events──▶ lambda/ ──┘ (invocation spans)
+//! Lambda Telemetry API ──platform events──▶ lambda/ ──┤ (invocation spans)
+//! runtime ◀──▶ lambda/runtime_proxy ──────────────────┘ (event context, invocation span, end signal)
 //! ```
 //!
 //! [`stats`] counts every span as received, exported or dropped (by reason).

@@ -615,6 +615,7 @@ fn kv_int(key: &str, value: i64) -> KeyValue {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::collections::HashSet;
 
     #[derive(Debug, Default)]
     struct SeqIds(u8);
@@ -885,5 +886,102 @@ mod tests {
         let mut batch = vec![s.resource_spans(vec![ours]), rs("sdk", vec![other])];
         assert_eq!(merge_function_spans(&mut batch), 0);
         assert_eq!(batch[0].scope_spans[0].spans.len(), 1);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A batch: proxy spans for requests 0..n, and SDK spans that may or may not be the
+        /// function's own FaaS span for one of them (child, sibling, or elsewhere).
+        fn batch() -> impl Strategy<Value = Vec<ResourceSpans>> {
+            let sdk_span = (0u8..4, 0u8..6, 0u8..3, any::<bool>(), 0u8..4);
+            (1u8..4, prop::collection::vec(sdk_span, 0..10)).prop_map(|(n, sdk)| {
+                let trace = vec![7u8; 16];
+                let ours: Vec<Span> = (0..n)
+                    .map(|i| Span {
+                        trace_id: trace.clone(),
+                        span_id: vec![0x10 + i; 8],
+                        parent_span_id: vec![0x01; 8],
+                        kind: SpanKind::Server as i32,
+                        attributes: vec![kv_str("faas.invocation_id", &format!("r{i}"))],
+                        ..Default::default()
+                    })
+                    .collect();
+                let theirs: Vec<Span> = sdk
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, (req, parent, kind, exec_key, id))| {
+                        let parent_span_id = match parent {
+                            0..=3 => vec![0x10 + parent; 8],
+                            4 => vec![0x01; 8],
+                            _ => vec![0x20 + id; 8],
+                        };
+                        let key = if exec_key {
+                            "faas.execution"
+                        } else {
+                            "faas.invocation_id"
+                        };
+                        Span {
+                            trace_id: trace.clone(),
+                            span_id: vec![0x20 + u8::try_from(j).unwrap(); 8],
+                            parent_span_id,
+                            kind: [SpanKind::Server, SpanKind::Internal, SpanKind::Client]
+                                [kind as usize] as i32,
+                            attributes: vec![kv_str(key, &format!("r{req}"))],
+                            ..Default::default()
+                        }
+                    })
+                    .collect();
+                vec![
+                    ResourceSpans {
+                        scope_spans: vec![ScopeSpans {
+                            scope: Some(InstrumentationScope {
+                                name: SCOPE_NAME.into(),
+                                ..Default::default()
+                            }),
+                            spans: ours,
+                            schema_url: String::new(),
+                        }],
+                        ..Default::default()
+                    },
+                    rs("sdk", theirs),
+                ]
+            })
+        }
+
+        fn all(batch: &[ResourceSpans]) -> Vec<Span> {
+            batch
+                .iter()
+                .flat_map(|r| r.scope_spans.iter().flat_map(|s| s.spans.iter().cloned()))
+                .collect()
+        }
+
+        proptest! {
+            #[test]
+            fn merging_loses_no_sdk_span_and_leaves_no_dangling_parent(mut b in batch()) {
+                let before = all(&b);
+                let proxy_ids: HashSet<Vec<u8>> = b[0].scope_spans[0].spans.iter().map(|s| s.span_id.clone()).collect();
+                let removed = merge_function_spans(&mut b);
+                let after = all(&b);
+                prop_assert_eq!(after.len() + removed, before.len());
+                // Only proxy spans are removed, and every SDK span is still there.
+                let after_ids: HashSet<Vec<u8>> = after.iter().map(|s| s.span_id.clone()).collect();
+                for s in &before {
+                    if !proxy_ids.contains(&s.span_id) {
+                        prop_assert!(after_ids.contains(&s.span_id));
+                    }
+                }
+                // No span points at a proxy span that was removed.
+                let removed_ids: Vec<&Vec<u8>> = proxy_ids.iter().filter(|id| !after_ids.contains(*id)).collect();
+                prop_assert_eq!(removed_ids.len(), removed);
+                for s in &after {
+                    prop_assert!(!removed_ids.contains(&&s.parent_span_id), "{:?}", s);
+                }
+                // Merging twice changes nothing more.
+                let again = merge_function_spans(&mut b);
+                prop_assert_eq!(again, 0);
+            }
+        }
     }
 }
