@@ -84,6 +84,18 @@ pub fn plan(
             plan.set
                 .push(("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "http/protobuf".into()));
         }
+        // That endpoint is the extension, which receives traces only: an SDK configured from
+        // the environment (auto-instrumentation, distros) would otherwise export metrics and
+        // logs there every interval and get 404s. Not where the user chose an exporter or an
+        // endpoint for the signal.
+        for (signal, exporter) in [
+            ("METRICS", "OTEL_METRICS_EXPORTER"),
+            ("LOGS", "OTEL_LOGS_EXPORTER"),
+        ] {
+            if !is_set(exporter) && !is_set(&format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")) {
+                plan.set.push((exporter.into(), "none".into()));
+            }
+        }
     }
 
     if !is_set("OTEL_PROPAGATORS") {
@@ -361,6 +373,34 @@ mod tests {
             get(&p, "OTEL_PROPAGATORS"),
             Some("tracecontext,baggage,xray")
         );
+    }
+
+    #[test]
+    fn metrics_and_logs_stay_off_the_traces_only_extension() {
+        let p = run(&[], "/x", &[]);
+        assert_eq!(get(&p, "OTEL_METRICS_EXPORTER"), Some("none"));
+        assert_eq!(get(&p, "OTEL_LOGS_EXPORTER"), Some("none"));
+        let p = run(
+            &[
+                ("OTEL_METRICS_EXPORTER", "otlp"),
+                (
+                    "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+                    "http://logs:4318/v1/logs",
+                ),
+            ],
+            "/x",
+            &[],
+        );
+        assert_eq!(get(&p, "OTEL_METRICS_EXPORTER"), None);
+        assert_eq!(get(&p, "OTEL_LOGS_EXPORTER"), None);
+        // The user's own endpoint: every signal is theirs.
+        let p = run(
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")],
+            "/x",
+            &[],
+        );
+        assert_eq!(get(&p, "OTEL_METRICS_EXPORTER"), None);
+        assert_eq!(get(&p, "OTEL_LOGS_EXPORTER"), None);
     }
 
     #[test]

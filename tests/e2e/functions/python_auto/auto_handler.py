@@ -23,4 +23,5 @@ def handler(event, context):
         "provider": "%s.%s" % (type(provider).__module__, type(provider).__name__),
         "sitecustomize": getattr(site, "__file__", None),
         "trace_header": header,
+        "exporters": [os.environ.get("OTEL_METRICS_EXPORTER"), os.environ.get("OTEL_LOGS_EXPORTER")],
     }
