@@ -648,13 +648,7 @@ impl Config {
         ));
 
         let indexed_attributes = get(OTEL_XRAY_INDEXED_ATTRIBUTES)
-            .map(|raw| {
-                raw.split(',')
-                    .map(str::trim)
-                    .filter(|k| !k.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
+            .map(|raw| comma_list(&raw))
             .unwrap_or_default();
         let index_all_attributes =
             parse_bool(&get, OTEL_XRAY_INDEX_ALL_ATTRIBUTES, false, &mut warnings);
@@ -713,13 +707,7 @@ impl Config {
             }),
         };
         let baggage_attributes = get(OTEL_XRAY_BAGGAGE_ATTRIBUTES)
-            .map(|raw| {
-                raw.split(',')
-                    .map(str::trim)
-                    .filter(|k| !k.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
+            .map(|raw| comma_list(&raw))
             .unwrap_or_default();
         let merge_invocation_spans =
             match get(OTEL_XRAY_INVOCATION_SPAN).map(|v| v.to_ascii_lowercase()) {
@@ -875,6 +863,15 @@ fn normalise_log_level(raw: &str) -> Option<&'static str> {
         "off" | "none" => "off",
         _ => return None,
     })
+}
+
+/// A comma-separated list, entries trimmed, empty ones left out.
+fn comma_list(raw: &str) -> Vec<String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 fn parse_bool<G: Fn(&str) -> Option<String>>(

@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Link, SpanKind};
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
@@ -29,7 +29,9 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use super::event_context::{
     self, ContextSource, DEFAULT_PRECEDENCE, Extracted, Parent, RemoteContext, Trigger,
 };
-use super::platform_spans::{FunctionInfo, IdSource, RandomIds, build_resource};
+use super::platform_spans::{
+    FunctionInfo, IdSource, RandomIds, build_resource, kv_bool, kv_int, kv_str,
+};
 
 /// Name of the instrumentation scope of the proxy's invocation spans.
 pub const SCOPE_NAME: &str = "otel-xray.lambda.invocation";
@@ -642,29 +644,10 @@ fn find_function_span(batch: &[ResourceSpans], proxy: &Span, request_id: &str) -
     None
 }
 
-fn kv(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-
-fn kv_str(key: &str, value: &str) -> KeyValue {
-    kv(key, any_value::Value::StringValue(value.to_owned()))
-}
-
-fn kv_bool(key: &str, value: bool) -> KeyValue {
-    kv(key, any_value::Value::BoolValue(value))
-}
-
-fn kv_int(key: &str, value: i64) -> KeyValue {
-    kv(key, any_value::Value::IntValue(value))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::common::v1::AnyValue;
     use serde_json::json;
     use std::collections::HashSet;
 

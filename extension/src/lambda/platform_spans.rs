@@ -595,24 +595,25 @@ fn platform_span_event(s: &PlatformSpan, fallback: u64) -> Event {
     }
 }
 
-fn kv_str(key: &str, value: &str) -> KeyValue {
+/// An attribute; the typed helpers below are shared with the Runtime API proxy's invocation spans.
+fn kv(key: &str, value: any_value::Value) -> KeyValue {
     KeyValue {
         key: key.to_owned(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.to_owned())),
-        }),
+        value: Some(AnyValue { value: Some(value) }),
         ..Default::default()
     }
 }
 
-fn kv_bool(key: &str, value: bool) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::BoolValue(value)),
-        }),
-        ..Default::default()
-    }
+pub(super) fn kv_str(key: &str, value: &str) -> KeyValue {
+    kv(key, any_value::Value::StringValue(value.to_owned()))
+}
+
+pub(super) fn kv_bool(key: &str, value: bool) -> KeyValue {
+    kv(key, any_value::Value::BoolValue(value))
+}
+
+pub(super) fn kv_int(key: &str, value: i64) -> KeyValue {
+    kv(key, any_value::Value::IntValue(value))
 }
 
 /// The resource: detected Lambda attributes, then `OTEL_RESOURCE_ATTRIBUTES` (which may override
