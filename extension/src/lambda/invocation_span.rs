@@ -651,19 +651,7 @@ mod tests {
     use serde_json::json;
     use std::collections::HashSet;
 
-    #[derive(Debug, Default)]
-    struct SeqIds(u8);
-
-    impl IdSource for SeqIds {
-        fn trace_id(&mut self) -> [u8; 16] {
-            self.0 += 1;
-            [0xa0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, self.0]
-        }
-        fn span_id(&mut self) -> [u8; 8] {
-            self.0 += 1;
-            [0xb0, 0, 0, 0, 0, 0, 0, self.0]
-        }
-    }
+    use crate::lambda::platform_spans::SeqIds;
 
     const ACTIVE: &str = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1;Lineage=a87bd80c:1";
     const PASSTHROUGH: &str =

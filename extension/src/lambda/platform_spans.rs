@@ -667,26 +667,28 @@ pub(crate) fn build_resource(info: &FunctionInfo) -> Resource {
     }
 }
 
+/// Ids 1, 2, 3, … so that test expectations are exact (platform and invocation span tests).
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(super) struct SeqIds(u8);
+
+#[cfg(test)]
+impl IdSource for SeqIds {
+    fn trace_id(&mut self) -> [u8; 16] {
+        self.0 += 1;
+        [0xa0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, self.0]
+    }
+    fn span_id(&mut self) -> [u8; 8] {
+        self.0 += 1;
+        [0xb0, 0, 0, 0, 0, 0, 0, self.0]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::lambda::extensions_api::InvokeTracing;
     use crate::lambda::telemetry::parse_batch;
-
-    /// Ids 1, 2, 3, … so that expectations are exact.
-    #[derive(Debug, Default)]
-    struct SeqIds(u8);
-
-    impl IdSource for SeqIds {
-        fn trace_id(&mut self) -> [u8; 16] {
-            self.0 += 1;
-            [0xa0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, self.0]
-        }
-        fn span_id(&mut self) -> [u8; 8] {
-            self.0 += 1;
-            [0xb0, 0, 0, 0, 0, 0, 0, self.0]
-        }
-    }
 
     const HEADER: &str =
         "Root=1-62e900b2-710d76f009d6e7785905449a;Parent=0efbd19962d95b05;Sampled=1";
