@@ -5,7 +5,7 @@ Every figure, how it is taken:
   Extensions API (one write per response, TCP_NODELAY). It spawns the extension pinned to CPU 0,
   itself on CPU 1, and records spawn → `/extension/register` arriving, spawn → 127.0.0.1:<http>
   accepting (a connecting spinner), and VmHWM/VmRSS 200 ms after registering. Medians of 10.
-- throughput: the extension on the local Lambda (tests/local-lambda: one write per response,
+- throughput (each run BENCH_RUNS times, default 3; medians): the extension on the local Lambda (tests/local-lambda: one write per response,
   TCP_NODELAY), local Lambda and extension pinned to CPU 0; `delivery` on CPU 1 sends
   pre-encoded realistic OTLP/HTTP protobuf requests (100 spans: 20 traces of 5, 2-6 attributes a
   span; 256 of them with distinct ids, cycled) over 8 keep-alive connections for 10 s, closed
@@ -42,6 +42,21 @@ EXTENSION = os.path.join(LAYER, "extensions", "otel-xray")
 WRAPPER = os.path.join(LAYER, "otel-xray-wrapper")
 TWO_CPUS = len(os.sched_getaffinity(0)) >= 2
 EXT_CPU, LOAD_CPU = ({0}, {1}) if TWO_CPUS else (None, None)
+# Throughput and 100k-span runs are repeated and their median reported (BENCH_RUNS, default 3).
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+# Every command this bench runs, printed under the table (`$D` the delivery binary, `$L` the layer).
+COMMANDS = []
+
+
+def note_command(what, argv, env=None):
+    text = " ".join(argv)
+    for path, short in ((EXTENSION, "$L/extensions/otel-xray"), (LAYER, "$L")):
+        text = text.replace(path, short)
+    if env:
+        text = " ".join("%s=%s" % kv for kv in sorted(env.items())) + " (extension env); " + text
+    line = "%s: %s" % (what, text)
+    if line not in COMMANDS:
+        COMMANDS.append(line)
 
 
 def realistic_request(traces=20, seed=7):
@@ -161,9 +176,10 @@ def accepting(port, timeout=5.0):
 
 
 def startup(delivery, runs=10):
-    out = subprocess.run(pinned(LOAD_CPU, [delivery, "--startup-runs", str(runs), "--extension", EXTENSION]
-                                + (["--pin-extension", "0"] if TWO_CPUS else [])),
-                         check=True, capture_output=True, text=True, timeout=120).stdout
+    argv = pinned(LOAD_CPU, [delivery, "--startup-runs", str(runs), "--extension", EXTENSION]
+                  + (["--pin-extension", "0"] if TWO_CPUS else []))
+    note_command("start-up", [a.replace(delivery, "$D") for a in argv])
+    out = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=120).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -178,10 +194,15 @@ def through(delivery, payload_file, sink, seconds=10.0, requests=None, connectio
         env = {"OTEL_XRAY_EXPORTER": "otlp", "OTEL_XRAY_OTLP_ENDPOINT": "http://%s/v1/traces" % sink_addr}
         sink_args = ["--otlp-sink", sink_addr]
     lam = None
-    tool = subprocess.Popen(pinned(LOAD_CPU, [delivery, "--payload", payload_file, "--spans", "100",
-                                              "--connections", str(connections), "--seconds", str(seconds)]
-                                   + (["--requests", str(requests)] if requests else []) + sink_args),
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    argv = pinned(LOAD_CPU, [delivery, "--payload", payload_file, "--spans", "100",
+                             "--connections", str(connections), "--seconds", str(seconds)]
+                  + (["--requests", str(requests)] if requests else []) + sink_args)
+    note_command("%s%s" % (sink, ", %d requests" % requests if requests else ""),
+                 [a.replace(delivery, "$D").replace(payload_file, "requests.pb")
+                  .replace(sink_addr, "127.0.0.1:SINK") for a in argv]
+                 + ["(extension on the local Lambda%s)" % (" pinned to CPU 0" if TWO_CPUS else "")],
+                 {k: v.replace(sink_addr, "127.0.0.1:SINK") for k, v in env.items()})
+    tool = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert json.loads(tool.stdout.readline())["phase"] == "ready"
         lam = local_lambda(env, log_level="info")  # info: the SHUTDOWN summary line
@@ -232,6 +253,10 @@ def flush_latency(env, n=20):
     return statistics.median(latencies), latencies, rss
 
 
+def spread(values):
+    return "min %s, max %s" % (format(int(min(values)), ","), format(int(max(values)), ","))
+
+
 def main():
     with_api = "--api" in sys.argv
     delivery = delivery_binary()
@@ -249,26 +274,31 @@ def main():
 
     summaries = []
     for sink, label in (("daemon", "X-Ray documents to the daemon (UDP)"), ("otlp", "OTLP/HTTP to a loopback sink")):
-        r = through(delivery, payload_file, sink)
-        summaries.append("%s, 10 s: %s" % (sink, r["summary"]))
-        accepted = r["sent_spans"] - r["rejected_spans"]
-        rows.append(("spans/s accepted, 8 connections, 10 s — %s" % label,
-                     "%s" % format(int(accepted / r["load_seconds"]), ","), "—"))
-        rows.append(("spans/s delivered during the load — %s" % label,
-                     format(int(r["delivered_so_far"] / r["load_seconds"]), ","), "≥ 600,000"))
-        rows.append(("delivered / accepted (rejected at the buffer cap) — %s" % label,
-                     "%s / %s (%s)" % (format(r["delivered_spans"], ","), format(accepted, ","),
-                                       format(r["rejected_spans"], ",")), "all"))
-        rows.append(("peak RSS after the load — %s" % label, "%.1f MiB" % (r["hwm_kib"] / 1024), "—"))
+        runs = [through(delivery, payload_file, sink) for _ in range(RUNS)]
+        for r in runs:
+            summaries.append("%s, 10 s: %s" % (sink, r["summary"]))
+        accepted = [(r["sent_spans"] - r["rejected_spans"]) / r["load_seconds"] for r in runs]
+        delivered = [r["delivered_so_far"] / r["load_seconds"] for r in runs]
+        rows.append(("spans/s accepted, 8 connections, 10 s — %s (median of %d)" % (label, RUNS),
+                     "%s (%s)" % (format(int(med(accepted)), ","), spread(accepted)), "—"))
+        rows.append(("spans/s delivered during the load — %s (median of %d)" % (label, RUNS),
+                     "%s (%s)" % (format(int(med(delivered)), ","), spread(delivered)), "≥ 600,000"))
+        rows.append(("delivered / accepted (rejected at the buffer cap), every run — %s" % label,
+                     "; ".join("%s / %s (%s)" % (format(r["delivered_spans"], ","),
+                                                 format(r["sent_spans"] - r["rejected_spans"], ","),
+                                                 format(r["rejected_spans"], ",")) for r in runs), "all"))
+        rows.append(("peak RSS after the load — %s (median of %d)" % (label, RUNS),
+                     "%.1f MiB" % (med([r["hwm_kib"] for r in runs]) / 1024), "—"))
 
-    r = through(delivery, payload_file, "daemon", seconds=60, requests=1000)
-    summaries.append("daemon, 100,000 spans: %s" % r["summary"])
-    accepted = r["sent_spans"] - r["rejected_spans"]
-    rows.append(("peak RSS with 100,000 spans passing through (daemon)", "%.1f MiB" % (r["hwm_kib"] / 1024),
-                 "≤ 20 MiB"))
-    rows.append(("of those 100,000: delivered / rejected", "%s / %s" % (format(r["delivered_spans"], ","),
-                                                                     format(r["rejected_spans"], ",")),
-                 "100,000 / 0"))
+    runs = [through(delivery, payload_file, "daemon", seconds=60, requests=1000) for _ in range(RUNS)]
+    for r in runs:
+        summaries.append("daemon, 100,000 spans: %s" % r["summary"])
+    rows.append(("peak RSS with 100,000 spans passing through (daemon, median of %d)" % RUNS,
+                 "%.1f MiB (%s)" % (med([r["hwm_kib"] for r in runs]) / 1024,
+                                    ", ".join("%.1f" % (r["hwm_kib"] / 1024) for r in runs)), "≤ 20 MiB"))
+    rows.append(("of those 100,000: delivered / rejected, every run",
+                 "; ".join("%s / %s" % (format(r["delivered_spans"], ","), format(r["rejected_spans"], ","))
+                           for r in runs), "100,000 / 0"))
 
     d = DaemonListener()
     try:
@@ -300,6 +330,12 @@ def main():
     print()
     print("(flush-latency runs: the daemon stand-in received %d documents; raw start-up samples: %s)"
           % (got, json.dumps({k: v for k, v in s.items() if k != "phase"})))
+    print()
+    print("Commands ($D: %s, $L: %s):" % (delivery, LAYER))
+    for line in COMMANDS:
+        print("- " + line)
+    print("- runtimeDone → event/next: tests/bench/lambda_bench.py flush_latency(), the local Lambda's "
+          "timeline (telemetry.send → extension.next)")
     print()
     print("The extension's SHUTDOWN summaries (drops by reason):")
     for line in summaries:
