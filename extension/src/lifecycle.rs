@@ -374,10 +374,6 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
     // `telemetry::SANDBOX_RESOLVE_TIMEOUT`) that would otherwise sit on the start-up path; Lambda
     // only needs it before we subscribe (docs/performance.md).
     let telemetry_bind = async {
-        // One turn of the runtime first, so that the register request (its loopback connect
-        // completes by then; `biased` below polls register first) is written before the
-        // resolver's blocking thread is created (docs/performance.md, "Start-up").
-        tokio::task::yield_now().await;
         match telemetry::bind(config.telemetry_port).await {
             Ok(l) => Ok(l),
             Err(e) => {
@@ -400,7 +396,7 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
     // response or an error.
     let (end_tx, end_rx) = invocation_end_channel();
 
-    let (registered, listener) = tokio::join!(biased; client.register(&name), telemetry_bind);
+    let (registered, listener) = tokio::join!(client.register(&name), telemetry_bind);
     let registration = match registered {
         Ok(r) => r,
         Err(e) => {
