@@ -16,14 +16,14 @@ help: ## List the targets
 setup: ## Install what the tests need (rustup components, Python venv, Node SDK); idempotent
 	@bash tests/setup.sh
 
-build: ## Build every binary once, release: extension, wrapper, local Lambda, sample function
-	$(CARGO) build --release --workspace --bins
+build: ## Build the test tools once, release: local Lambda, sample function (the layer: local-layer)
+	$(CARGO) build --release --workspace --bins --exclude otel-xray-extension --exclude otel-xray-wrapper
 
-local-layer: build ## Lay out the layer from the release build in target/layer (what /opt holds)
-	@rm -rf $(LOCAL_LAYER) && mkdir -p $(LOCAL_LAYER)/extensions
-	@cp $(RELEASE)/otel-xray $(LOCAL_LAYER)/extensions/otel-xray
-	@cp $(RELEASE)/otel-xray-wrapper $(LOCAL_LAYER)/otel-xray-wrapper
-	@chmod 755 $(LOCAL_LAYER)/extensions/otel-xray $(LOCAL_LAYER)/otel-xray-wrapper
+# The layer's binaries are the zip's (static musl, layer-build/build.sh), built once for both.
+HOST_ARCH := $(if $(filter aarch64 arm64,$(shell uname -m)),arm64,x86_64)
+
+local-layer: build ## Lay out the host architecture's layer zip binaries in target/layer (what /opt holds)
+	@bash layer-build/build.sh --local $(HOST_ARCH)
 	@ls -l $(LOCAL_LAYER)/extensions/otel-xray $(LOCAL_LAYER)/otel-xray-wrapper
 
 demo: setup local-layer ## Run the layer on a local Lambda with a sample Rust function; print the X-Ray traces

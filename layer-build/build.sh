@@ -10,32 +10,43 @@
 #   otel-xray-wrapper      the AWS_LAMBDA_EXEC_WRAPPER (mode 755)
 #
 # Both binaries are built with `cargo lambda build --release --extension` with zig as the linker
-# and C compiler (mimalloc and ring are C), for glibc 2.26: the oldest glibc of the Lambda
-# runtimes (Amazon Linux 2), so one binary runs on AL2 (2.26) and AL2023 (2.34) alike. The release
-# profile is the workspace's own (`--disable-optimizations` keeps cargo lambda from overriding
-# it with its defaults). Installs what it needs, idempotently: cargo-lambda and zig from PyPI in
-# layer-build/.venv, the rustup targets.
+# and C compiler (mimalloc and ring are C), for `<arch>-unknown-linux-musl`: statically linked,
+# not position-independent (.cargo/config.toml), no dynamic loader and no shared library, so one
+# binary runs on every Lambda OS (Amazon Linux 2 and 2023) and starts faster in less memory than
+# the glibc build (docs/performance.md, "Start-up"). The release profile is the workspace's own
+# (`--disable-optimizations` keeps cargo lambda from overriding it with its defaults). Installs
+# what it needs, idempotently: cargo-lambda and zig from PyPI in layer-build/.venv, the rustup
+# targets.
 #
-# Usage: layer-build/build.sh [x86_64|arm64 ...]   (default: both)
+# `make local-layer` (what the end-to-end tests and `make bench` run) lays out target/layer from
+# the very binaries of the host architecture's zip: `layer-build/build.sh --local x86_64`.
+#
+# Usage: layer-build/build.sh [--local] [x86_64|arm64 ...]   (default: both)
+#   --local  also lay out target/layer from the first architecture's binaries
 # Env:   LAYER_MAX_ZIP_BYTES  fail when a zip is larger (default: no limit, a warning above 4 MB)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 venv="$here/.venv"
 out="$root/target/layer-zips"
-glibc="2.26"
+local_layer="$root/target/layer"
 warn_bytes=$((4 * 1000 * 1000))
 
 log() { printf '[layer] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+local=0
+if [ "${1:-}" = "--local" ]; then
+  local=1
+  shift
+fi
 arches=("$@")
 [ ${#arches[@]} -gt 0 ] || arches=(x86_64 arm64)
 for arch in "${arches[@]}"; do
   case "$arch" in x86_64 | arm64) ;; *) die "unknown architecture '$arch' (x86_64 or arm64)" ;; esac
 done
 
-triple_of() { case "$1" in x86_64) echo x86_64-unknown-linux-gnu ;; arm64) echo aarch64-unknown-linux-gnu ;; esac; }
+triple_of() { case "$1" in x86_64) echo x86_64-unknown-linux-musl ;; arm64) echo aarch64-unknown-linux-musl ;; esac; }
 
 # --- tools -------------------------------------------------------------------------------------
 command -v python3 >/dev/null || die "python3 is needed (to install cargo-lambda and zig from PyPI)"
@@ -70,10 +81,10 @@ human() { numfmt --to=iec-i --suffix=B --format='%.2f' "$1"; }
 report=()
 for arch in "${arches[@]}"; do
   triple="$(triple_of "$arch")"
-  log "building $arch ($triple, glibc $glibc)"
+  log "building $arch ($triple, static)"
   started=$(date +%s)
   (cd "$root" && cargo lambda build --release --extension --disable-optimizations \
-    --target "$triple.$glibc" -p otel-xray-extension -p otel-xray-wrapper \
+    --target "$triple" -p otel-xray-extension -p otel-xray-wrapper \
     --lambda-dir "target/lambda-$arch")
   log "built $arch in $(($(date +%s) - started)) s"
 
@@ -100,4 +111,12 @@ for arch in "${arches[@]}"; do
   fi
 done
 
+if [ "$local" = 1 ]; then
+  # The same files as the zip, where the end-to-end tests and the benchmarks look for them.
+  stage="$out/${arches[0]}"
+  rm -rf "$local_layer" && mkdir -p "$local_layer/extensions"
+  install -m 755 "$stage/extensions/otel-xray" "$local_layer/extensions/otel-xray"
+  install -m 755 "$stage/otel-xray-wrapper" "$local_layer/otel-xray-wrapper"
+  log "target/layer: the ${arches[0]} binaries of ${out#"$root"/}/otel-xray-${arches[0]}.zip"
+fi
 printf '%s\n' "${report[@]}"

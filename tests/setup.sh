@@ -59,11 +59,10 @@ if command -v npm >/dev/null 2>&1; then
     echo "$example_hash" > "$node_example/node_modules/.lock-hash"
   fi
 fi
-# The arm64 layer test runs the arm64 extension under qemu-user, with an aarch64 glibc for its
-# dynamic loader (/usr/aarch64-linux-gnu).
-if ! command -v qemu-aarch64 >/dev/null 2>&1 && ! command -v qemu-aarch64-static >/dev/null 2>&1 \
-  || [ ! -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ]; then
-  log "installing qemu-user and libc6-arm64-cross from Debian"
-  apt-get update -qq && apt-get install -y -qq qemu-user libc6-arm64-cross >/dev/null
+# The arm64 layer test runs the arm64 extension (static, musl: no loader or sysroot needed) under
+# qemu-user.
+if ! command -v qemu-aarch64 >/dev/null 2>&1 && ! command -v qemu-aarch64-static >/dev/null 2>&1; then
+  log "installing qemu-user from Debian"
+  apt-get update -qq && apt-get install -y -qq qemu-user >/dev/null
 fi
 log "ready ($root)"
