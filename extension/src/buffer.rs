@@ -8,40 +8,130 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use prost::Message as _;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::lambda::invocation_span::SCOPE_NAME;
 use crate::stats::{DropReason, Stats};
 
-/// The spans of one decoded OTLP request.
+/// One OTLP `ExportTraceServiceRequest` as protobuf bytes: a received body (validated, not
+/// decoded) or spans the extension encoded when it pushed them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedRequest {
+    /// The protobuf encoding.
+    pub bytes: Bytes,
+    /// Spans in it.
+    pub spans: usize,
+    /// Holds spans of the extension's own invocation scope ([`SCOPE_NAME`]): the proxy's spans,
+    /// which a flush may merge into the function's own (`merge_encoded_function_spans`).
+    pub proxy_spans: bool,
+}
+
+impl EncodedRequest {
+    /// Decodes the request (the rare paths: partial acceptance, proxy-span merge, an OTLP
+    /// request over the size limits).
+    pub fn decode(&self) -> Result<Vec<ResourceSpans>, prost::DecodeError> {
+        ExportTraceServiceRequest::decode(self.bytes.as_ref()).map(|r| r.resource_spans)
+    }
+}
+
+/// Encodes resource spans as one `ExportTraceServiceRequest`.
+pub fn encode_request(resource_spans: Vec<ResourceSpans>) -> EncodedRequest {
+    let spans = count_spans(&resource_spans);
+    let proxy_spans = resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .any(|ss| ss.scope.as_ref().is_some_and(|sc| sc.name == SCOPE_NAME));
+    let request = ExportTraceServiceRequest { resource_spans };
+    EncodedRequest {
+        bytes: Bytes::from(request.encode_to_vec()),
+        spans,
+        proxy_spans,
+    }
+}
+
+/// Spans waiting for export: encoded OTLP requests, in arrival order (docs/architecture.md,
+/// "Buffer"). Holding the encodings instead of decoded spans costs a fraction of the memory, and
+/// the OTLP exporter forwards them as they are.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SpanBatch {
-    /// As decoded.
-    pub resource_spans: Vec<ResourceSpans>,
-    /// Number of spans in `resource_spans`.
+    /// The requests, oldest first; none is empty.
+    pub requests: Vec<EncodedRequest>,
+    /// Spans in `requests`.
     pub spans: usize,
 }
 
 impl SpanBatch {
-    /// Wraps decoded resource spans, counting them.
+    /// Encodes decoded resource spans (spans the extension makes, OTLP/JSON bodies) as one
+    /// request.
     pub fn new(resource_spans: Vec<ResourceSpans>) -> Self {
-        let spans = count_spans(&resource_spans);
-        SpanBatch {
-            resource_spans,
+        let request = encode_request(resource_spans);
+        Self::from_requests(vec![request])
+    }
+
+    /// A protobuf `ExportTraceServiceRequest` already validated, with its span count.
+    pub fn encoded(bytes: Bytes, spans: usize) -> Self {
+        Self::from_requests(vec![EncodedRequest {
+            bytes,
             spans,
-        }
+            proxy_spans: false,
+        }])
+    }
+
+    /// Gathers requests, leaving out empty ones.
+    pub fn from_requests(requests: Vec<EncodedRequest>) -> Self {
+        let requests: Vec<EncodedRequest> = requests.into_iter().filter(|r| r.spans > 0).collect();
+        let spans = requests.iter().map(|r| r.spans).sum();
+        SpanBatch { requests, spans }
     }
 
     /// Moves `other`'s spans into `self`.
     pub fn append(&mut self, mut other: SpanBatch) {
         self.spans += other.spans;
-        self.resource_spans.append(&mut other.resource_spans);
+        self.requests.append(&mut other.requests);
     }
 
     /// True when there is nothing to export.
     pub fn is_empty(&self) -> bool {
         self.spans == 0
+    }
+
+    /// Decodes every request, concatenated (tests, and callers that need the spans).
+    pub fn decode(&self) -> Result<Vec<ResourceSpans>, prost::DecodeError> {
+        let mut out = Vec::new();
+        for r in &self.requests {
+            out.extend(r.decode()?);
+        }
+        Ok(out)
+    }
+
+    /// Keeps the first `keep` spans. Whole requests are kept or removed as they are; the one
+    /// request cut in two is decoded, truncated and encoded again (partial acceptance is rare).
+    /// Returns the spans removed.
+    fn truncate(&mut self, keep: usize) -> usize {
+        let before = self.spans;
+        let mut left = keep;
+        let mut kept = Vec::new();
+        for request in std::mem::take(&mut self.requests) {
+            if request.spans <= left {
+                left -= request.spans;
+                kept.push(request);
+            } else if left > 0 {
+                // A request that does not decode keeps nothing (receivers validate every
+                // request, so this does not happen).
+                if let Ok(mut resource_spans) = request.decode() {
+                    truncate_spans(&mut resource_spans, left);
+                    kept.push(encode_request(resource_spans));
+                }
+                left = 0;
+            }
+        }
+        *self = SpanBatch::from_requests(kept);
+        before - self.spans
     }
 }
 
@@ -226,8 +316,7 @@ impl BufferOwner {
         self.stats.add_received(arriving as u64);
         let room = self.max_spans.saturating_sub(self.batch.spans);
         let rejected = if arriving > room {
-            let removed = truncate_spans(&mut batch.resource_spans, room);
-            batch.spans -= removed;
+            let removed = batch.truncate(room);
             self.stats
                 .add_dropped(DropReason::BufferFull, removed as u64);
             removed
@@ -273,16 +362,61 @@ mod tests {
 
     #[test]
     fn truncate_keeps_prefix_and_prunes_empties() {
-        let mut b = batch(&[&[2, 3], &[4]]);
+        let b = batch(&[&[2, 3], &[4]]);
         assert_eq!(b.spans, 9);
-        let removed = truncate_spans(&mut b.resource_spans, 4);
+        let mut rs = b.decode().unwrap();
+        let removed = truncate_spans(&mut rs, 4);
         assert_eq!(removed, 5);
-        assert_eq!(count_spans(&b.resource_spans), 4);
-        assert_eq!(b.resource_spans.len(), 1);
-        assert_eq!(b.resource_spans[0].scope_spans[1].spans.len(), 2);
-        let removed = truncate_spans(&mut b.resource_spans, 0);
+        assert_eq!(count_spans(&rs), 4);
+        assert_eq!(rs.len(), 1);
+        assert_eq!(rs[0].scope_spans[1].spans.len(), 2);
+        let removed = truncate_spans(&mut rs, 0);
         assert_eq!(removed, 4);
-        assert!(b.resource_spans.is_empty());
+        assert!(rs.is_empty());
+    }
+
+    fn names(b: &SpanBatch) -> Vec<String> {
+        b.decode()
+            .unwrap()
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans)
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn batch_truncates_on_and_within_request_boundaries() {
+        let mut b = batch(&[&[3]]);
+        b.append(batch(&[&[1, 3]]));
+        b.append(batch(&[&[5]]));
+        assert_eq!((b.spans, b.requests.len()), (12, 3));
+        let whole = b.requests[0].clone();
+        let removed = b.truncate(5);
+        assert_eq!(removed, 7);
+        assert_eq!(b.spans, 5);
+        assert_eq!(b.requests.len(), 2);
+        // The first request is kept as it was, byte for byte; the second is cut after 2 spans.
+        assert_eq!(b.requests[0], whole);
+        assert_eq!(b.requests[1].spans, 2);
+        assert_eq!(names(&b), ["s0", "s1", "s2", "s0", "s0"]);
+        assert_eq!(b.truncate(3), 2);
+        assert_eq!(names(&b), ["s0", "s1", "s2"]);
+        assert_eq!(b.truncate(0), 3);
+        assert!(b.requests.is_empty() && b.is_empty());
+    }
+
+    #[test]
+    fn encoding_marks_the_proxy_scope() {
+        assert!(!batch(&[&[1]]).requests[0].proxy_spans);
+        let mut ours = batch(&[&[1]]).decode().unwrap();
+        ours[0].scope_spans[0].scope = Some(
+            opentelemetry_proto::tonic::common::v1::InstrumentationScope {
+                name: SCOPE_NAME.into(),
+                ..Default::default()
+            },
+        );
+        assert!(SpanBatch::new(ours).requests[0].proxy_spans);
     }
 
     #[tokio::test]
@@ -306,7 +440,8 @@ mod tests {
         assert_eq!(h.len().await.unwrap(), 10);
         let drained = h.drain().await.unwrap();
         assert_eq!(drained.spans, 10);
-        assert_eq!(count_spans(&drained.resource_spans), 10);
+        assert_eq!(drained.requests.len(), 2);
+        assert_eq!(count_spans(&drained.decode().unwrap()), 10);
         assert_eq!(h.len().await.unwrap(), 0);
         let snap = stats.snapshot();
         assert_eq!(snap.received, 12);

@@ -67,7 +67,7 @@ use crate::lambda::invocation::{
 };
 use crate::lambda::invocation_span::{
     InvocationOutcome, InvocationSpans, Replaced, SharedInvocationSpans, SpanSettings,
-    merge_function_spans,
+    merge_encoded_function_spans,
 };
 use crate::lambda::platform_spans::{FunctionInfo, PlatformSpans};
 use crate::lambda::runtime_proxy::{self, ProxyParts};
@@ -928,10 +928,8 @@ impl Lifecycle {
             // The function's own FaaS span took the proxy span's place: the proxy span's content
             // goes out (or is dropped) inside it, so the proxy span leaves the accounting rather
             // than being counted as exported before the export has happened.
-            let merged = merge_function_spans(&mut batch.resource_spans, &mut self.replaced)
-                .min(batch.spans);
+            let merged = merge_encoded_function_spans(&mut batch, &mut self.replaced);
             if merged > 0 {
-                batch.spans -= merged;
                 self.stats.remove_folded(merged as u64);
                 debug!(merged, "invocation spans merged into the function's own");
             }

@@ -86,6 +86,34 @@ async fn one_datagram_per_document_with_the_daemon_header() {
     assert_ne!(from1, daemon_addr);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_documents_leave_in_batches_each_whole_and_in_order() {
+    let daemon = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let exporter = DaemonExporter::new(daemon.local_addr().unwrap());
+    // More than two sendmmsg batches of 64, the last one partial; a document too large for a
+    // datagram in the middle of a batch is left out without disturbing the others.
+    let mut docs = documents(150);
+    docs[70].json = format!(
+        r#"{{"name":"big","id":"{}","trace_id":"{}","start_time":1,"end_time":2,"metadata":{{"default":{{"x":"{}"}}}}}}"#,
+        docs[70].id,
+        docs[70].trace_id,
+        "x".repeat(MAX_DOCUMENT_BYTES)
+    );
+    let reader = tokio::spawn(async move {
+        let got = receive(&daemon, 200, Duration::from_millis(300)).await;
+        got.iter().map(|d| decode(d)).collect::<Vec<String>>()
+    });
+    let report = exporter.send(&docs, soon()).await;
+    let arrived = reader.await.unwrap();
+    let mut expected = jsons(&docs);
+    expected.remove(70);
+    assert_eq!(arrived, expected);
+    let total: usize = docs.iter().map(|d| d.spans).sum();
+    assert_eq!(report.exported, total - docs[70].spans);
+    assert_eq!(report.dropped, vec![(DropReason::TooLarge, docs[70].spans)]);
+    assert_eq!(report.errors, 0);
+}
+
 #[tokio::test]
 async fn a_document_too_large_for_a_datagram_is_dropped_and_the_rest_sent() {
     let daemon = UdpSocket::bind("127.0.0.1:0").await.unwrap();

@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use otel_xray::buffer::SpanBatch;
+use otel_xray::buffer::{EncodedRequest, SpanBatch};
 use otel_xray::config::Config;
 use otel_xray::export::otlp::{MAX_ATTEMPTS, MAX_SPANS_PER_REQUEST};
 use otel_xray::export::{
@@ -99,6 +99,11 @@ fn settings(url: &str, gzip: Gzip) -> OtlpSettings {
     }
 }
 
+/// Spans as the buffer holds them: one encoded request.
+fn encoded(rs: Vec<ResourceSpans>) -> Vec<EncodedRequest> {
+    SpanBatch::new(rs).requests
+}
+
 fn deadline(ms: u64) -> Instant {
     Instant::now() + Duration::from_millis(ms)
 }
@@ -124,7 +129,7 @@ async fn spans_arrive_as_given_with_the_configured_headers() {
         let server = FakeServer::start(|_, _| ok()).await;
         let exporter = OtlpExporter::new(settings(&server.url(), gzip)).unwrap();
         let input = resource_spans(5);
-        let report = exporter.send(input.clone(), deadline(5000)).await;
+        let report = exporter.send(encoded(input.clone()), deadline(5000)).await;
 
         let received = server.recorded();
         assert_eq!(received.len(), 1);
@@ -154,11 +159,30 @@ async fn spans_arrive_as_given_with_the_configured_headers() {
 }
 
 #[tokio::test]
+async fn buffered_requests_are_joined_into_one_request() {
+    let server = FakeServer::start(|_, _| ok()).await;
+    let exporter = OtlpExporter::new(settings(&server.url(), Gzip::Never)).unwrap();
+    let parts = [resource_spans(1), resource_spans(2), many_spans(7)];
+    let mut requests = Vec::new();
+    for p in &parts {
+        requests.extend(encoded(p.clone()));
+    }
+    let expected: Vec<ResourceSpans> = parts.concat();
+    let report = exporter.send(requests, deadline(5000)).await;
+    let received = server.recorded();
+    assert_eq!(received.len(), 1, "one request for all three");
+    assert_eq!(decode(&received[0]).resource_spans, expected);
+    assert_eq!(report.exported, flatten(&expected).len());
+}
+
+#[tokio::test]
 async fn requests_are_cut_at_the_span_limit() {
     let server = FakeServer::start(|_, _| ok()).await;
     let exporter = OtlpExporter::new(settings(&server.url(), Gzip::Auto)).unwrap();
     let input = many_spans(MAX_SPANS_PER_REQUEST + 1);
-    let report = exporter.send(input.clone(), deadline(20_000)).await;
+    let report = exporter
+        .send(encoded(input.clone()), deadline(20_000))
+        .await;
     let received = server.recorded();
     let sizes: Vec<usize> = received
         .iter()
@@ -176,7 +200,7 @@ async fn requests_are_cut_at_the_byte_limit_keeping_resources() {
         .unwrap()
         .with_limits(7, 2_000);
     let input = resource_spans(6); // 2 resources × 18 spans
-    let report = exporter.send(input.clone(), deadline(5000)).await;
+    let report = exporter.send(encoded(input.clone()), deadline(5000)).await;
     let received = server.recorded();
     assert!(received.len() >= 6, "{} requests", received.len());
     for r in &received {
@@ -260,10 +284,14 @@ async fn partial_success_counts_rejected_spans() {
     })
     .await;
     let exporter = OtlpExporter::new(settings(&server.url(), Gzip::Auto)).unwrap();
-    let first = exporter.send(resource_spans(3), deadline(5000)).await;
+    let first = exporter
+        .send(encoded(resource_spans(3)), deadline(5000))
+        .await;
     assert_eq!(first.exported, 14);
     assert_eq!(first.dropped, vec![(DropReason::ExportRejected, 4)]);
-    let second = exporter.send(resource_spans(3), deadline(5000)).await;
+    let second = exporter
+        .send(encoded(resource_spans(3)), deadline(5000))
+        .await;
     assert_eq!(second.exported, 17);
     assert_eq!(second.dropped, vec![(DropReason::ExportRejected, 1)]);
     assert_eq!(server.recorded().len(), 2, "partial success is not retried");
@@ -288,7 +316,7 @@ async fn retryable_statuses_are_retried_honouring_retry_after() {
     .await;
     let exporter = OtlpExporter::new(settings(&server.url(), Gzip::Auto)).unwrap();
     let input = resource_spans(2);
-    let report = exporter.send(input.clone(), deadline(5000)).await;
+    let report = exporter.send(encoded(input.clone()), deadline(5000)).await;
     assert_eq!(report.exported, 12);
     assert_eq!(report.errors, 0);
     let received = server.recorded();
@@ -309,7 +337,7 @@ async fn a_retry_after_beyond_the_deadline_gives_up_at_once() {
     let exporter = OtlpExporter::new(settings(&server.url(), Gzip::Auto)).unwrap();
     let started = Instant::now();
     let report = exporter
-        .send(resource_spans(1), started + Duration::from_secs(3))
+        .send(encoded(resource_spans(1)), started + Duration::from_secs(3))
         .await;
     // Waiting for Retry-After would pass the deadline: give up now, not at the deadline.
     assert!(
@@ -334,7 +362,9 @@ async fn client_errors_are_rejected_and_other_server_errors_fail_without_retry()
         })
         .await;
         let exporter = OtlpExporter::new(settings(&server.url(), Gzip::Auto)).unwrap();
-        let report = exporter.send(resource_spans(1), deadline(5000)).await;
+        let report = exporter
+            .send(encoded(resource_spans(1)), deadline(5000))
+            .await;
         assert_eq!(report.dropped, vec![(reason, 6)], "{status}");
         assert_eq!(report.errors, 1);
         assert_eq!(server.recorded().len(), 1, "{status} is not retried");
@@ -351,7 +381,9 @@ async fn persistent_unavailability_stops_after_bounded_attempts() {
     })
     .await;
     let exporter = OtlpExporter::new(settings(&server.url(), Gzip::Auto)).unwrap();
-    let report = exporter.send(resource_spans(1), deadline(5000)).await;
+    let report = exporter
+        .send(encoded(resource_spans(1)), deadline(5000))
+        .await;
     assert_eq!(server.recorded().len(), MAX_ATTEMPTS as usize);
     assert_eq!(report.dropped, vec![(DropReason::ExportFailed, 6)]);
 }
@@ -362,7 +394,10 @@ async fn unreachable_and_hanging_endpoints_stay_within_the_deadline() {
     let exporter = OtlpExporter::new(settings(&closed, Gzip::Auto)).unwrap();
     let started = Instant::now();
     let report = exporter
-        .send(resource_spans(2), started + Duration::from_millis(800))
+        .send(
+            encoded(resource_spans(2)),
+            started + Duration::from_millis(800),
+        )
         .await;
     assert!(started.elapsed() < Duration::from_millis(1300));
     assert_eq!(report.dropped, vec![(DropReason::ExportFailed, 12)]);
@@ -374,7 +409,9 @@ async fn unreachable_and_hanging_endpoints_stay_within_the_deadline() {
         .with_limits(5, 5_000_000);
     let budget = Duration::from_millis(300);
     let started = Instant::now();
-    let report = exporter.send(resource_spans(2), started + budget).await;
+    let report = exporter
+        .send(encoded(resource_spans(2)), started + budget)
+        .await;
     let took = started.elapsed();
     assert!(
         took >= budget - Duration::from_millis(5) && took < budget + Duration::from_millis(500),

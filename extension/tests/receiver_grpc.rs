@@ -96,7 +96,10 @@ async fn tonic_client_exports_spans_intact() {
     let response = client.export(request.clone()).await.unwrap().into_inner();
     assert_eq!(response, ExportTraceServiceResponse::default());
     let batch = h.drain().await;
-    assert_eq!(batch.resource_spans, request.resource_spans);
+    assert_eq!(batch.decode().unwrap(), request.resource_spans);
+    // Buffered as received: the message's bytes, not decoded and encoded again.
+    assert_eq!(batch.requests.len(), 1);
+    assert_eq!(batch.requests[0].bytes, request.encode_to_vec());
 
     // gzip, as `OTEL_EXPORTER_OTLP_COMPRESSION=gzip` makes SDKs send.
     let mut gz = client
@@ -106,7 +109,7 @@ async fn tonic_client_exports_spans_intact() {
     for i in 0..3 {
         let request = sample_request(&format!("gz{i}"), 2);
         gz.export(request.clone()).await.unwrap();
-        assert_eq!(h.drain().await.resource_spans, request.resource_spans);
+        assert_eq!(h.drain().await.decode().unwrap(), request.resource_spans);
     }
 }
 

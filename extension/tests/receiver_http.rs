@@ -72,7 +72,10 @@ async fn protobuf_spans_arrive_intact() {
     assert_eq!(response.partial_success, None);
     let batch = h.drain().await;
     assert_eq!(batch.spans, 3);
-    assert_eq!(batch.resource_spans, request.resource_spans);
+    assert_eq!(batch.decode().unwrap(), request.resource_spans);
+    // Buffered as received: the body's bytes, not decoded and encoded again.
+    assert_eq!(batch.requests.len(), 1);
+    assert_eq!(batch.requests[0].bytes, request.encode_to_vec());
     assert_eq!(h.stats.snapshot().received, 3);
 }
 
@@ -103,7 +106,7 @@ async fn json_from_the_node_and_python_exporters() {
         assert_eq!(batch.spans, spans, "{name}");
         // The same document decoded by the serde types directly is what reached the buffer.
         let expected: ExportTraceServiceRequest = serde_json::from_slice(&fixture(name)).unwrap();
-        assert_eq!(batch.resource_spans, expected.resource_spans, "{name}");
+        assert_eq!(batch.decode().unwrap(), expected.resource_spans, "{name}");
     }
     let batch_ids = {
         c.send(post(
@@ -113,9 +116,9 @@ async fn json_from_the_node_and_python_exporters() {
             full(fixture("node_http_json.json")),
         ))
         .await;
-        h.drain().await
+        h.drain().await.decode().unwrap()
     };
-    let span = &batch_ids.resource_spans[0].scope_spans[0].spans[0];
+    let span = &batch_ids[0].scope_spans[0].spans[0];
     assert_eq!(
         span.trace_id,
         [

@@ -85,7 +85,8 @@ fn script_round_trip(mut cmd: Command, protocol: &str, compression: &str) {
         .unwrap();
     let batch = rt.block_on(h.drain());
     assert_eq!(batch.spans, 2, "{protocol}/{compression}");
-    let rs = &batch.resource_spans[0];
+    let decoded = batch.decode().unwrap();
+    let rs = &decoded[0];
     let service = rs
         .resource
         .as_ref()

@@ -77,8 +77,8 @@ fn round_trip(make_exporter: impl FnOnce(&Harness) -> SpanExporter) {
 
     let batch = rt.block_on(h.drain());
     assert_eq!(batch.spans, 2, "{batch:?}");
-    let spans: Vec<(&Span, _)> = batch
-        .resource_spans
+    let decoded = batch.decode().unwrap();
+    let spans: Vec<(&Span, _)> = decoded
         .iter()
         .flat_map(|rs| rs.scope_spans.iter().map(move |ss| (rs, ss)))
         .flat_map(|(rs, ss)| ss.spans.iter().map(move |s| (s, (rs, ss))))

@@ -1,14 +1,19 @@
 //! The X-Ray daemon exporter: one UDP datagram per document, `{"format": "json", "version": 1}\n`
 //! followed by the document, to `AWS_XRAY_DAEMON_ADDRESS` (Lambda runs the daemon when active
-//! tracing is on).
+//! tracing is on). Datagrams leave up to 64 at a time with `sendmmsg` (docs/performance.md,
+//! "Daemon exporter"), each still accounted for on its own.
 //!
 //! The socket is bound once, on the first export, and connected to the daemon: on a connected
 //! UDP socket the kernel reports an ICMP "port unreachable" as an error on a later send, so a
 //! missing daemon shows up in the counters instead of vanishing silently. Sends are
 //! non-blocking (tokio) and bounded by the deadline.
 
+use std::io::IoSlice;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd as _;
 
+use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
@@ -72,48 +77,80 @@ impl DaemonExporter {
                 return report;
             }
         };
-        let mut datagram = Vec::with_capacity(MAX_DATAGRAM_BYTES);
-        for (i, doc) in documents.iter().enumerate() {
+        // Header and document go out as two slices of one datagram: nothing is copied.
+        let mut pending: Vec<&Document> = Vec::with_capacity(documents.len());
+        for doc in documents {
             if doc.json.len() > MAX_DOCUMENT_BYTES {
-                report.add_dropped(DropReason::TooLarge, doc.spans);
-                log_failure!(
-                    self.causes,
-                    "daemon",
-                    "document larger than a datagram",
-                    doc.spans,
-                    format_args!("{} bytes, id {}", doc.json.len(), doc.id)
-                );
-                continue;
+                self.too_large(&mut report, doc);
+            } else {
+                pending.push(doc);
             }
-            datagram.clear();
-            datagram.extend_from_slice(HEADER);
-            datagram.extend_from_slice(doc.json.as_bytes());
-            match tokio::time::timeout_at(deadline, socket.send(&datagram)).await {
-                Ok(Ok(n)) if n == datagram.len() => report.exported += doc.spans,
-                Ok(Ok(n)) => {
-                    report.add_dropped(DropReason::ExportFailed, doc.spans);
-                    report.errors += 1;
-                    log_failure!(
-                        self.causes,
-                        "daemon",
-                        "short datagram",
-                        doc.spans,
-                        format_args!("sent {n} of {} bytes", datagram.len())
-                    );
+        }
+        let datagrams: Vec<[IoSlice<'_>; 2]> = pending
+            .iter()
+            .map(|doc| [IoSlice::new(HEADER), IoSlice::new(doc.json.as_bytes())])
+            .collect();
+        let mut batch = Batch::new(datagrams.len().min(BATCH));
+        // The first datagram goes alone, and after any error one at a time: the kernel reports
+        // an ICMP "port unreachable" (no daemon) on the next call, not within a batch, so a
+        // missing daemon is still noticed after one datagram, as with one send per datagram.
+        let mut size = 1;
+        let mut failed = false;
+        let mut next = 0;
+        while next < datagrams.len() {
+            let end = (next + size).min(datagrams.len());
+            let sent =
+                tokio::time::timeout_at(deadline, batch.send(socket, &datagrams[next..end])).await;
+            match sent {
+                Ok(Ok(lengths)) if !lengths.is_empty() => {
+                    for (doc, &n) in pending[next..].iter().zip(lengths) {
+                        let len = HEADER.len() + doc.json.len();
+                        if n == len {
+                            report.exported += doc.spans;
+                        } else {
+                            report.add_dropped(DropReason::ExportFailed, doc.spans);
+                            report.errors += 1;
+                            log_failure!(
+                                self.causes,
+                                "daemon",
+                                "short datagram",
+                                doc.spans,
+                                format_args!("sent {n} of {len} bytes")
+                            );
+                        }
+                    }
+                    next += lengths.len();
+                    if !failed {
+                        size = BATCH;
+                    }
                 }
-                Ok(Err(e)) => {
+                Ok(result) => {
+                    // The kernel reports an error on the first datagram it could not send; the
+                    // ones before it went out (counted above, in an earlier call).
+                    let error = match result {
+                        Err(e) => e,
+                        Ok(_) => std::io::Error::other("no datagram sent"),
+                    };
+                    let doc = pending[next];
+                    next += 1;
+                    failed = true;
+                    size = 1;
+                    if error.raw_os_error() == Some(nix::libc::EMSGSIZE) {
+                        self.too_large(&mut report, doc);
+                        continue;
+                    }
                     report.add_dropped(DropReason::ExportFailed, doc.spans);
                     report.errors += 1;
                     log_failure!(
                         self.causes,
                         "daemon",
-                        format!("udp send: {}", e.kind()),
+                        format!("udp send: {}", error.kind()),
                         doc.spans,
-                        e
+                        error
                     );
                 }
                 Err(_) => {
-                    let rest: usize = documents[i..].iter().map(|d| d.spans).sum();
+                    let rest: usize = pending[next..].iter().map(|d| d.spans).sum();
                     report.add_dropped(DropReason::ExportTimeout, rest);
                     report.errors += 1;
                     log_failure!(
@@ -128,6 +165,17 @@ impl DaemonExporter {
             }
         }
         report
+    }
+
+    fn too_large(&self, report: &mut ExportReport, doc: &Document) {
+        report.add_dropped(DropReason::TooLarge, doc.spans);
+        log_failure!(
+            self.causes,
+            "daemon",
+            "document larger than a datagram",
+            doc.spans,
+            format_args!("{} bytes, id {}", doc.json.len(), doc.id)
+        );
     }
 
     /// The failure causes logged so far.
@@ -145,6 +193,68 @@ impl DaemonExporter {
                 Ok(socket)
             })
             .await
+    }
+}
+
+/// Datagrams handed to the kernel in one `sendmmsg` call.
+const BATCH: usize = 64;
+
+/// What one `sendmmsg` call needs besides the datagrams, and the bytes sent of each datagram
+/// the last call sent. (The message headers themselves hold raw pointers, which are not `Send`:
+/// they are built inside each call instead of living across an `await`.)
+struct Batch {
+    /// No address: the socket is connected.
+    addresses: Vec<Option<SockaddrStorage>>,
+    sent: [usize; BATCH],
+}
+
+impl Batch {
+    fn new(size: usize) -> Self {
+        Batch {
+            addresses: vec![None; size.clamp(1, BATCH)],
+            sent: [0; BATCH],
+        }
+    }
+
+    /// Sends up to [`BATCH`] datagrams with one `sendmmsg`, waiting until the socket is
+    /// writable. Returns the bytes sent of each datagram that went out, in order (a prefix of
+    /// `datagrams`), or the error of the first datagram when none did.
+    async fn send(
+        &mut self,
+        socket: &UdpSocket,
+        datagrams: &[[IoSlice<'_>; 2]],
+    ) -> std::io::Result<&[usize]> {
+        let datagrams = &datagrams[..datagrams.len().min(self.addresses.len())];
+        let fd = socket.as_raw_fd();
+        loop {
+            socket.writable().await?;
+            let addresses = &self.addresses[..datagrams.len()];
+            let sent = &mut self.sent;
+            let result = socket.try_io(Interest::WRITABLE, || {
+                let mut headers =
+                    MultiHeaders::<SockaddrStorage>::preallocate(datagrams.len(), None);
+                let results = sendmmsg(
+                    fd,
+                    &mut headers,
+                    datagrams,
+                    addresses,
+                    [] as [ControlMessage<'_>; 0],
+                    MsgFlags::empty(),
+                )
+                .map_err(std::io::Error::from)?;
+                let mut n = 0;
+                for (slot, message) in sent.iter_mut().zip(results) {
+                    *slot = message.bytes;
+                    n += 1;
+                }
+                Ok(n)
+            });
+            match result {
+                Ok(n) => return Ok(&self.sent[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 

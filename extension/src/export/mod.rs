@@ -1,10 +1,11 @@
 //! Exporters: the last stage of a span's path. One of three, chosen by `OTEL_XRAY_EXPORTER`:
 //!
 //! ```text
-//! SpanBatch ──translate()──▶ Documents ──▶ daemon.rs  UDP datagrams to the X-Ray daemon
-//!                                      └─▶ api.rs     PutTraceSegments, SigV4 (sigv4.rs, credentials.rs)
-//! SpanBatch ─────────────────────────────▶ otlp.rs    OTLP/HTTP protobuf, SigV4 optional
-//!                                                     (api and otlp share http_client.rs)
+//! SpanBatch ──translate_requests()──▶ Documents ──▶ daemon.rs  UDP datagrams to the X-Ray daemon
+//! (encoded OTLP requests)                       └─▶ api.rs     PutTraceSegments, SigV4 (sigv4.rs, credentials.rs)
+//! SpanBatch ──────────────────────────────────────▶ otlp.rs    the requests forwarded as they are,
+//!                                                              OTLP/HTTP protobuf, SigV4 optional
+//!                                                              (api and otlp share http_client.rs)
 //! ```
 //!
 //! Contract of [`Exporter::export`]: it returns by the deadline it is given (every connect,
@@ -29,7 +30,7 @@ use std::sync::Mutex;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use tokio::time::Instant;
 
-use crate::buffer::SpanBatch;
+use crate::buffer::{EncodedRequest, SpanBatch};
 use crate::config::{Config, ExporterKind};
 use crate::stats::DropReason;
 use crate::xray::{Document, TranslateOptions, Translation, translate};
@@ -330,19 +331,19 @@ impl Exporter {
             return ExportReport::default();
         }
         let mut report = match &self.backend {
-            Backend::Otlp(otlp) => otlp.send(batch.resource_spans, deadline).await,
+            Backend::Otlp(otlp) => otlp.send(batch.requests, deadline).await,
             Backend::Daemon(_) | Backend::Api(_) => {
-                // Translated and sent a chunk at a time, each chunk's spans freed as soon as it
-                // is translated: a large flush never holds all its documents at once
+                // Translated and sent a chunk at a time, each chunk's requests freed as soon as
+                // it is translated: a large flush never holds all its documents at once
                 // (docs/performance.md). Traces stay whole within a chunk of whole requests.
                 let mut report = ExportReport::default();
-                let mut rest = batch.resource_spans.into_iter();
+                let mut rest = batch.requests.into_iter();
                 loop {
                     let mut chunk = Vec::new();
                     let mut spans = 0;
-                    for rs in rest.by_ref() {
-                        spans += crate::buffer::count_spans(std::slice::from_ref(&rs));
-                        chunk.push(rs);
+                    for request in rest.by_ref() {
+                        spans += request.spans;
+                        chunk.push(request);
                         if spans >= TRANSLATE_CHUNK_SPANS {
                             break;
                         }
@@ -350,7 +351,7 @@ impl Exporter {
                     if chunk.is_empty() {
                         break;
                     }
-                    let translation = translate(&chunk, &self.translate);
+                    let translation = translate_requests(&chunk, &self.translate);
                     drop(chunk);
                     report.merge(self.send_translation(&translation, deadline).await);
                 }
@@ -406,6 +407,24 @@ impl Exporter {
             Backend::Otlp(o) => o.logged_causes(),
         }
     }
+}
+
+/// Translates a chunk of buffered requests: the one place the X-Ray exporters turn encoded
+/// requests into documents. For now each request is decoded and the whole chunk translated at
+/// once; a request that does not decode (receivers validate every request, so none should)
+/// counts as invalid spans.
+pub fn translate_requests(chunk: &[EncodedRequest], options: &TranslateOptions) -> Translation {
+    let mut resource_spans = Vec::new();
+    let mut undecodable = 0;
+    for request in chunk {
+        match request.decode() {
+            Ok(rs) => resource_spans.extend(rs),
+            Err(_) => undecodable += request.spans,
+        }
+    }
+    let mut translation = translate(&resource_spans, options);
+    translation.invalid_spans += undecodable;
+    translation
 }
 
 /// Spans (in whole OTLP requests) translated and sent at a time by the X-Ray exporters: bounds

@@ -3,9 +3,11 @@
 //! (service `xray`) when `OTEL_XRAY_OTLP_SIGV4` is on, for X-Ray's own endpoint
 //! `https://xray.<region>.amazonaws.com/v1/traces`.
 //!
-//! Spans are sent as received (no X-Ray translation). Requests are cut to X-Ray's OTLP limits:
-//! at most [`MAX_SPANS_PER_REQUEST`] spans and [`MAX_REQUEST_BYTES`] uncompressed bytes each; a
-//! single span that cannot fit is dropped as [`DropReason::TooLarge`].
+//! Spans are sent as received (no X-Ray translation, no decoding): the buffered requests'
+//! encodings are joined into requests of at most [`MAX_SPANS_PER_REQUEST`] spans and
+//! [`MAX_REQUEST_BYTES`] uncompressed bytes each (X-Ray's OTLP limits), on request boundaries.
+//! Only a single buffered request over a limit is decoded and cut between spans; a span that
+//! cannot fit in any request is dropped as [`DropReason::TooLarge`].
 //!
 //! Responses, per the OTLP specification: 2xx with `partial_success.rejected_spans` → those
 //! spans [`DropReason::ExportRejected`]; 429, 502, 503, 504 (and transport failures) → retried,
@@ -34,6 +36,7 @@ use super::http_client::{HttpClient, Response};
 use super::{
     Causes, ExportError, ExportReport, Failure, backoff, log_failure, sigv4, sleep_within,
 };
+use crate::buffer::EncodedRequest;
 use crate::stats::DropReason;
 
 /// X-Ray's OTLP endpoint takes at most 10,000 spans a request.
@@ -99,9 +102,41 @@ pub struct OtlpExporter {
     causes: Causes,
 }
 
-/// One request's worth of spans.
+/// One request's worth of spans: buffered requests sent as the concatenation of their encodings
+/// (concatenated encodings of a message are one message whose repeated fields are joined, so
+/// this is one `ExportTraceServiceRequest` holding all their `resource_spans`).
 #[derive(Debug, Default)]
 struct Chunk {
+    parts: Vec<Bytes>,
+    spans: usize,
+    bytes: usize,
+}
+
+impl Chunk {
+    fn push(&mut self, bytes: Bytes, spans: usize) {
+        self.bytes += bytes.len();
+        self.spans += spans;
+        self.parts.push(bytes);
+    }
+
+    /// The request body: the one part as it is, or the parts concatenated.
+    fn body(mut self) -> Bytes {
+        if self.parts.len() == 1
+            && let Some(only) = self.parts.pop()
+        {
+            return only;
+        }
+        let mut body = Vec::with_capacity(self.bytes);
+        for part in &self.parts {
+            body.extend_from_slice(part);
+        }
+        Bytes::from(body)
+    }
+}
+
+/// Decoded spans cut to fit in one request (a single buffered request over the limits).
+#[derive(Debug, Default)]
+struct Split {
     request: ExportTraceServiceRequest,
     spans: usize,
     bytes: usize,
@@ -170,14 +205,15 @@ impl OtlpExporter {
         self.causes.logged()
     }
 
-    /// Sends the spans, split into requests within the limits, by `deadline`.
-    pub async fn send(
-        &self,
-        resource_spans: Vec<ResourceSpans>,
-        deadline: Instant,
-    ) -> ExportReport {
+    /// Sends buffered requests, joined into requests within the limits, by `deadline`.
+    pub async fn send(&self, requests: Vec<EncodedRequest>, deadline: Instant) -> ExportReport {
         let mut report = ExportReport::default();
-        let (chunks, too_large) = split(resource_spans, self.max_spans, self.max_bytes);
+        let Plan {
+            chunks,
+            too_large,
+            undecodable,
+        } = plan(requests, self.max_spans, self.max_bytes);
+        report.add_dropped(DropReason::InvalidSpan, undecodable);
         if too_large > 0 {
             report.add_dropped(DropReason::TooLarge, too_large);
             log_failure!(
@@ -253,22 +289,23 @@ impl OtlpExporter {
         credentials: Option<&Credentials>,
         deadline: Instant,
     ) -> Result<(usize, String), Failure> {
-        let raw = chunk.request.encode_to_vec();
+        let raw = chunk.body();
         let gzip = match self.gzip {
             Gzip::Always => true,
             Gzip::Never => false,
             Gzip::Auto => raw.len() >= GZIP_MIN_BYTES && !self.loopback,
         };
         let body = if gzip {
-            gzip_fast(&raw).map_err(|e| Failure {
-                reason: DropReason::ExportFailed,
-                cause: "gzip".into(),
-                detail: e.to_string(),
-            })?
+            gzip_fast(&raw)
+                .map_err(|e| Failure {
+                    reason: DropReason::ExportFailed,
+                    cause: "gzip".into(),
+                    detail: e.to_string(),
+                })?
+                .into()
         } else {
             raw
         };
-        let body = Bytes::from(body);
         let mut attempt = 0;
         loop {
             let last = attempt + 1 >= MAX_ATTEMPTS;
@@ -349,6 +386,54 @@ impl OtlpExporter {
     }
 }
 
+/// Buffered requests grouped into the requests to send.
+#[derive(Debug, Default)]
+struct Plan {
+    chunks: Vec<Chunk>,
+    /// Spans too large for any request.
+    too_large: usize,
+    /// Spans of a buffered request that did not decode when it had to be split.
+    undecodable: usize,
+}
+
+/// Groups buffered requests, in order and whole, into requests of at most `max_spans` spans and
+/// `max_bytes` bytes, without decoding them. A single buffered request over a limit is decoded
+/// and cut with [`split`] (rare: receivers take at most `OTEL_XRAY_MAX_REQUEST_BYTES` a request).
+fn plan(requests: Vec<EncodedRequest>, max_spans: usize, max_bytes: usize) -> Plan {
+    let mut plan = Plan::default();
+    let mut current = Chunk::default();
+    for request in requests {
+        let len = request.bytes.len();
+        if request.spans > max_spans || len > max_bytes {
+            if current.spans > 0 {
+                plan.chunks.push(std::mem::take(&mut current));
+            }
+            let Ok(resource_spans) = request.decode() else {
+                plan.undecodable += request.spans;
+                continue;
+            };
+            let (pieces, too_large) = split(resource_spans, max_spans, max_bytes);
+            plan.too_large += too_large;
+            for piece in pieces {
+                let mut chunk = Chunk::default();
+                chunk.push(Bytes::from(piece.request.encode_to_vec()), piece.spans);
+                plan.chunks.push(chunk);
+            }
+            continue;
+        }
+        if current.spans > 0
+            && (current.spans + request.spans > max_spans || current.bytes + len > max_bytes)
+        {
+            plan.chunks.push(std::mem::take(&mut current));
+        }
+        current.push(request.bytes, request.spans);
+    }
+    if current.spans > 0 {
+        plan.chunks.push(current);
+    }
+    plan
+}
+
 /// Protobuf framing of a nested message: one tag byte and a length varint of up to 5 bytes.
 const FRAME: usize = 6;
 
@@ -359,9 +444,9 @@ fn split(
     resource_spans: Vec<ResourceSpans>,
     max_spans: usize,
     max_bytes: usize,
-) -> (Vec<Chunk>, usize) {
+) -> (Vec<Split>, usize) {
     let mut chunks = Vec::new();
-    let mut current = Chunk::default();
+    let mut current = Split::default();
     let mut too_large = 0;
     for rs in resource_spans {
         let ResourceSpans {
@@ -596,6 +681,90 @@ mod tests {
         }
         let total: usize = chunks.iter().map(|c| c.spans).sum();
         assert_eq!(total, 42);
+    }
+
+    fn encoded(rs: Vec<ResourceSpans>) -> EncodedRequest {
+        crate::buffer::encode_request(rs)
+    }
+
+    fn decoded_names(chunk: Chunk) -> Vec<(String, String, String)> {
+        let body = chunk.body();
+        names(
+            &ExportTraceServiceRequest::decode(body)
+                .unwrap()
+                .resource_spans,
+        )
+    }
+
+    #[test]
+    fn concatenated_requests_are_one_request() {
+        let a = input(2, 1, 3, 5);
+        let b = input(1, 2, 2, 7);
+        let mut joined = ExportTraceServiceRequest {
+            resource_spans: a.clone(),
+        }
+        .encode_to_vec();
+        joined.extend(
+            ExportTraceServiceRequest {
+                resource_spans: b.clone(),
+            }
+            .encode_to_vec(),
+        );
+        let decoded = ExportTraceServiceRequest::decode(&joined[..]).unwrap();
+        let mut expected = a;
+        expected.extend(b);
+        assert_eq!(decoded.resource_spans, expected);
+    }
+
+    #[test]
+    fn plan_joins_whole_requests_within_limits() {
+        let requests: Vec<EncodedRequest> = (0..5).map(|_| encoded(input(1, 1, 3, 5))).collect();
+        let one = requests[0].bytes.len();
+        let expected: Vec<_> = requests
+            .iter()
+            .flat_map(|r| names(&r.decode().unwrap()))
+            .collect();
+
+        let plan = plan(requests.clone(), 7, MAX_REQUEST_BYTES);
+        assert_eq!((plan.too_large, plan.undecodable), (0, 0));
+        let spans: Vec<usize> = plan.chunks.iter().map(|c| c.spans).collect();
+        assert_eq!(spans, [6, 6, 3]);
+        // Whole requests, not re-encoded: each body is its parts' bytes.
+        assert!(plan.chunks.iter().all(|c| c.bytes == c.parts.len() * one));
+        let got: Vec<_> = plan.chunks.into_iter().flat_map(decoded_names).collect();
+        assert_eq!(got, expected);
+
+        let plan = super::plan(requests, 10_000, 2 * one + 1);
+        let spans: Vec<usize> = plan.chunks.iter().map(|c| c.spans).collect();
+        assert_eq!(spans, [6, 6, 3]);
+        assert!(plan.chunks.iter().all(|c| c.bytes <= 2 * one + 1));
+    }
+
+    #[test]
+    fn plan_splits_only_a_request_over_the_limits() {
+        let small = encoded(input(1, 1, 2, 5));
+        let big = encoded(input(2, 2, 3, 5));
+        let requests = vec![small.clone(), big.clone(), small.clone()];
+        let expected: Vec<_> = requests
+            .iter()
+            .flat_map(|r| names(&r.decode().unwrap()))
+            .collect();
+        let plan = plan(requests, 5, MAX_REQUEST_BYTES);
+        assert_eq!((plan.too_large, plan.undecodable), (0, 0));
+        let spans: Vec<usize> = plan.chunks.iter().map(|c| c.spans).collect();
+        assert_eq!(spans, [2, 5, 5, 2, 2]);
+        assert_eq!(plan.chunks[0].parts[0], small.bytes);
+        let got: Vec<_> = plan.chunks.into_iter().flat_map(decoded_names).collect();
+        assert_eq!(got, expected);
+
+        let broken = EncodedRequest {
+            bytes: Bytes::from_static(&[0x0a, 0x05, 0x01]),
+            spans: 9,
+            proxy_spans: false,
+        };
+        let plan = super::plan(vec![broken, small], 5, MAX_REQUEST_BYTES);
+        assert_eq!(plan.undecodable, 9);
+        assert_eq!(plan.chunks.len(), 1);
     }
 
     #[test]

@@ -26,6 +26,8 @@ use opentelemetry_proto::tonic::trace::v1::span::{Link, SpanKind};
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 
+use crate::buffer::{SpanBatch, encode_request};
+
 use super::event_context::{
     self, ContextSource, DEFAULT_PRECEDENCE, Extracted, Parent, RemoteContext, Trigger,
 };
@@ -618,6 +620,75 @@ pub fn merge_function_spans(batch: &mut [ResourceSpans], replaced: &mut Replaced
     removed.len()
 }
 
+/// [`merge_function_spans`] on the buffer's encoded requests, decoding only those that can
+/// take part: the requests holding proxy spans (the extension's own, marked when encoded), and
+/// those whose bytes contain a proxy span's request id (which the function's FaaS span carries
+/// as `faas.invocation_id` or `faas.execution`), a proxy span's id (its children name it as
+/// parent) or the id of a proxy span replaced in an earlier flush. A request holding none of
+/// them cannot match, so a flush without proxy spans or replacements decodes nothing. The
+/// requests decoded are encoded again and the batch's count updated; returns the spans removed.
+pub fn merge_encoded_function_spans(batch: &mut SpanBatch, replaced: &mut Replaced) -> usize {
+    let mut needles: Vec<Vec<u8>> = replaced.ids.iter().map(|(_, old, _)| old.clone()).collect();
+    let mut decoded: Vec<Option<Vec<ResourceSpans>>> = vec![None; batch.requests.len()];
+    for (slot, request) in decoded.iter_mut().zip(&batch.requests) {
+        if !request.proxy_spans {
+            continue;
+        }
+        let Ok(resource_spans) = request.decode() else {
+            continue;
+        };
+        for ss in resource_spans.iter().flat_map(|rs| &rs.scope_spans) {
+            if ss.scope.as_ref().is_none_or(|sc| sc.name != SCOPE_NAME) {
+                continue;
+            }
+            for span in &ss.spans {
+                if let Some(request_id) = str_attr(&span.attributes, "faas.invocation_id") {
+                    needles.push(request_id.as_bytes().to_vec());
+                    needles.push(span.span_id.clone());
+                }
+            }
+        }
+        *slot = Some(resource_spans);
+    }
+    if needles.is_empty() {
+        return 0;
+    }
+    let finders: Vec<memchr::memmem::Finder<'_>> =
+        needles.iter().map(memchr::memmem::Finder::new).collect();
+    for (slot, request) in decoded.iter_mut().zip(&batch.requests) {
+        if slot.is_none() && finders.iter().any(|f| f.find(&request.bytes).is_some()) {
+            *slot = request.decode().ok();
+        }
+    }
+    // The candidates, in batch order, as one slice for the merge; then back to their requests.
+    let mut counts = Vec::new();
+    let mut joined = Vec::new();
+    for resource_spans in decoded.iter_mut().flatten() {
+        counts.push(resource_spans.len());
+        joined.append(resource_spans);
+    }
+    if joined.is_empty() {
+        return 0;
+    }
+    merge_function_spans(&mut joined, replaced);
+    let mut rest = joined.into_iter();
+    let mut counts = counts.into_iter();
+    let requests = std::mem::take(&mut batch.requests);
+    let mut merged = Vec::with_capacity(requests.len());
+    for (request, slot) in requests.into_iter().zip(decoded) {
+        if slot.is_none() {
+            merged.push(request);
+            continue;
+        }
+        let n = counts.next().unwrap_or(0);
+        merged.push(encode_request(rest.by_ref().take(n).collect()));
+    }
+    let before = batch.spans;
+    *batch = SpanBatch::from_requests(merged);
+    // Counted from what the batch now holds, which is what the accounting must follow.
+    before.saturating_sub(batch.spans)
+}
+
 fn find_function_span(batch: &[ResourceSpans], proxy: &Span, request_id: &str) -> Option<At> {
     for (r, rs) in batch.iter().enumerate() {
         for (s, ss) in rs.scope_spans.iter().enumerate() {
@@ -1050,6 +1121,53 @@ mod tests {
                 // Merging twice changes nothing more.
                 let again = merge_function_spans(&mut b, &mut replaced);
                 prop_assert_eq!(again, 0);
+            }
+
+            #[test]
+            fn the_encoded_merge_is_the_merge(b in batch(), per_request in 1usize..4) {
+                // The same spans as buffered requests: the proxy's request (marked when
+                // encoded), the SDK spans a few per request, and a request that cannot take part.
+                let filler = rs("other", vec![Span {
+                    trace_id: vec![9; 16],
+                    span_id: vec![0x99; 8],
+                    name: "unrelated".into(),
+                    ..Default::default()
+                }]);
+                let later = rs("platform", vec![Span {
+                    trace_id: vec![7; 16],
+                    span_id: vec![0x77; 8],
+                    parent_span_id: vec![0x10; 8],
+                    name: "Init".into(),
+                    ..Default::default()
+                }]);
+                let mut requests = vec![
+                    crate::buffer::encode_request(vec![filler.clone()]),
+                    crate::buffer::encode_request(vec![b[0].clone()]),
+                ];
+                for chunk in b[1].scope_spans[0].spans.chunks(per_request) {
+                    requests.push(crate::buffer::encode_request(vec![rs("sdk", chunk.to_vec())]));
+                }
+                let mut encoded = SpanBatch::from_requests(requests);
+                let spans_before = encoded.spans;
+                let mut decoded = encoded.decode().unwrap();
+                let (mut r1, mut r2) = (Replaced::default(), Replaced::default());
+                let removed = merge_function_spans(&mut decoded, &mut r1);
+                let removed_encoded = merge_encoded_function_spans(&mut encoded, &mut r2);
+                prop_assert_eq!(removed, removed_encoded);
+                prop_assert_eq!(encoded.spans, spans_before - removed);
+                prop_assert_eq!(all(&encoded.decode().unwrap()), all(&decoded));
+                // The request that could not take part was not decoded and encoded again.
+                prop_assert_eq!(&encoded.requests[0].bytes, &crate::buffer::encode_request(vec![filler.clone()]).bytes);
+
+                // The next flush: replacements apply to spans built later, and only then.
+                let mut decoded = vec![filler.clone(), later.clone()];
+                let mut encoded = SpanBatch::from_requests(vec![
+                    crate::buffer::encode_request(vec![filler]),
+                    crate::buffer::encode_request(vec![later]),
+                ]);
+                prop_assert_eq!(merge_function_spans(&mut decoded, &mut r1), 0);
+                prop_assert_eq!(merge_encoded_function_spans(&mut encoded, &mut r2), 0);
+                prop_assert_eq!(all(&encoded.decode().unwrap()), all(&decoded));
             }
         }
     }

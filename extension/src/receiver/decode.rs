@@ -22,6 +22,7 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use prost::Message;
 use serde_json::Value;
 
+use crate::buffer::SpanBatch;
 use crate::stats::RejectReason;
 
 /// How the request body is serialised.
@@ -236,6 +237,8 @@ fn inflate<R: Read>(
         extend_capped(&mut out, &chunk[..n], limit)
             .map_err(|_| DecodeError::DecompressedTooLarge { limit })?;
     }
+    // The body is buffered until the next flush: give back what doubling left over.
+    out.shrink_to_fit();
     Ok(Bytes::from(out))
 }
 
@@ -248,6 +251,28 @@ pub fn decode_request(
         Format::Protobuf => ExportTraceServiceRequest::decode(body)
             .map_err(|e| DecodeError::BadProtobuf(e.to_string())),
         Format::Json => decode_json(body),
+    }
+}
+
+/// Checks that `body` is a protobuf `ExportTraceServiceRequest` and counts its spans. The
+/// receivers buffer the body itself; this is the only place that decides what is accepted.
+pub fn validate_protobuf(body: &[u8]) -> Result<usize, DecodeError> {
+    // For now a full decode, its value dropped; an allocation-free validator (the same
+    // acceptance as prost) can take its place here.
+    let request = ExportTraceServiceRequest::decode(body)
+        .map_err(|e| DecodeError::BadProtobuf(e.to_string()))?;
+    Ok(crate::buffer::count_spans(&request.resource_spans))
+}
+
+/// A decompressed body in the buffer's form: a protobuf body validated and kept as it is (a
+/// slice of the same allocation, no copy), an OTLP/JSON body decoded and encoded as protobuf.
+pub fn decode_batch(body: Bytes, format: Format) -> Result<SpanBatch, DecodeError> {
+    match format {
+        Format::Protobuf => {
+            let spans = validate_protobuf(&body)?;
+            Ok(SpanBatch::encoded(body, spans))
+        }
+        Format::Json => Ok(SpanBatch::new(decode_json(&body)?.resource_spans)),
     }
 }
 

@@ -29,7 +29,6 @@ use tracing::{debug, warn};
 
 use super::decode::{self, Compression, DecodeError, Format};
 use super::{ResponseBody as GrpcBody, Shared, partial_success_message};
-use crate::buffer::SpanBatch;
 use crate::stats::RejectReason;
 
 /// The only method served.
@@ -191,10 +190,9 @@ async fn export(req: Request<Incoming>, shared: &Shared) -> Result<Response<Grpc
     } else {
         message
     };
-    let request =
-        decode::decode_request(&message, Format::Protobuf).map_err(|e| Refusal::from_decode(&e))?;
+    let batch =
+        decode::decode_batch(message, Format::Protobuf).map_err(|e| Refusal::from_decode(&e))?;
 
-    let batch = SpanBatch::new(request.resource_spans);
     let spans = batch.spans;
     if batch.is_empty() {
         debug!(receiver = "OTLP/gRPC", "empty export call");

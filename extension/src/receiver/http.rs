@@ -26,7 +26,6 @@ use tracing::{debug, warn};
 
 use super::decode::{self, Compression, DecodeError, Format};
 use super::{BodyError, Shared, partial_success_message, read_capped};
-use crate::buffer::SpanBatch;
 use crate::stats::RejectReason;
 
 /// The only path served.
@@ -138,14 +137,13 @@ pub(crate) async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<
             );
         }
     };
-    let request = match decode::decompress(raw, compression, limit)
-        .and_then(|body| decode::decode_request(&body, format))
+    let batch = match decode::decompress(raw, compression, limit)
+        .and_then(|body| decode::decode_batch(body, format))
     {
-        Ok(request) => request,
+        Ok(batch) => batch,
         Err(e) => return refuse(shared, Some(format), &e),
     };
 
-    let batch = SpanBatch::new(request.resource_spans);
     let spans = batch.spans;
     if batch.is_empty() {
         debug!(receiver = "OTLP/HTTP", "empty export request");

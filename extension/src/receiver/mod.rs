@@ -279,5 +279,8 @@ pub(crate) async fn read_capped(
             decode::extend_capped(&mut out, &data, cap).map_err(|_| BodyError::TooLarge)?;
         }
     }
+    // The body may be buffered until the next flush: give back what doubling left over (a
+    // no-op when the Content-Length sized it).
+    out.shrink_to_fit();
     Ok(Bytes::from(out))
 }

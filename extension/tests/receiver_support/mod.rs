@@ -365,7 +365,8 @@ pub fn sample_request(tag: &str, spans: usize) -> ExportTraceServiceRequest {
 /// Names of the spans in a batch, in order.
 pub fn span_names(batch: &SpanBatch) -> Vec<String> {
     batch
-        .resource_spans
+        .decode()
+        .unwrap()
         .iter()
         .flat_map(|rs| &rs.scope_spans)
         .flat_map(|ss| &ss.spans)
