@@ -18,7 +18,7 @@ use std::hint::black_box;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
     AnyValue, InstrumentationScope, KeyValue, any_value::Value,
@@ -329,4 +329,51 @@ fn bench(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+/// `TRANSLATE_BENCH_CASE=<case> TRANSLATE_BENCH_ITERS=<n>` runs one case `n` times and exits
+/// (no criterion): a fixed amount of work for `valgrind --tool=callgrind`, whose instruction
+/// counts do not depend on the machine's load.
+fn main() {
+    if let (Ok(case), Ok(iters)) = (
+        std::env::var("TRANSLATE_BENCH_CASE"),
+        std::env::var("TRANSLATE_BENCH_ITERS"),
+    ) {
+        let iters: usize = iters.parse().unwrap();
+        let bytes = request().encode_to_vec();
+        let options = TranslateOptions::default();
+        for _ in 0..iters {
+            match case.as_str() {
+                "decode" => drop(black_box(
+                    ExportTraceServiceRequest::decode(&bytes[..]).unwrap(),
+                )),
+                "decode_translate" => {
+                    let req = ExportTraceServiceRequest::decode(black_box(&bytes[..])).unwrap();
+                    black_box(translate(&req.resource_spans, &options));
+                }
+                "validate" => drop(black_box(validate_request(black_box(&bytes[..])).unwrap())),
+                "view_parse" => drop(black_box(
+                    RequestView::parse(black_box(&bytes[..])).unwrap(),
+                )),
+                "translate_encoded" => drop(black_box(translate_encoded(
+                    [(black_box(&bytes[..]), SPANS)],
+                    &options,
+                ))),
+                "decode_translate_view" => {
+                    let n = validate_request(black_box(&bytes[..])).unwrap();
+                    black_box(translate_encoded([(&bytes[..], n)], &options));
+                }
+                "decode_translate_legacy" => {
+                    let req = ExportTraceServiceRequest::decode(black_box(&bytes[..])).unwrap();
+                    black_box(otel_xray::xray::legacy_translate::translate(
+                        &req.resource_spans,
+                        &options,
+                    ));
+                }
+                other => panic!("unknown case {other}"),
+            }
+        }
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -16,7 +16,8 @@ use opentelemetry_proto::tonic::common::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
-use otel_xray::otlp_wire::{AnyValueView, KeyValueView, RequestView, WireError, validate_request};
+use otel_xray::fuzzing::view_to_owned;
+use otel_xray::otlp_wire::{AnyValueView, RequestView, WireError, validate_request};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use prost::Message;
@@ -29,111 +30,6 @@ fn config(cases: u32) -> ProptestConfig {
             "proptest-regressions/otlp_wire_props.txt",
         ))),
         ..ProptestConfig::default()
-    }
-}
-
-// ---- view → owned, to compare with prost's value ------------------------------------------
-
-fn kv(v: &KeyValueView<'_>) -> KeyValue {
-    KeyValue {
-        key: v.key.to_owned(),
-        value: v.value.as_ref().map(any_owned),
-        key_strindex: v.key_strindex,
-    }
-}
-
-fn any_owned(v: &AnyValueView<'_>) -> AnyValue {
-    AnyValue {
-        value: match v {
-            AnyValueView::Empty => None,
-            AnyValueView::String(s) => Some(Value::StringValue((*s).to_owned())),
-            AnyValueView::Bool(b) => Some(Value::BoolValue(*b)),
-            AnyValueView::Int(i) => Some(Value::IntValue(*i)),
-            AnyValueView::Double(d) => Some(Value::DoubleValue(*d)),
-            AnyValueView::Array(a) => Some(Value::ArrayValue(ArrayValue {
-                values: a.iter().map(any_owned).collect(),
-            })),
-            AnyValueView::Kvlist(l) => Some(Value::KvlistValue(KeyValueList {
-                values: l.iter().map(kv).collect(),
-            })),
-            AnyValueView::Bytes(b) => Some(Value::BytesValue(b.to_vec())),
-            AnyValueView::StringStrindex(i) => Some(Value::StringValueStrindex(*i)),
-        },
-    }
-}
-
-fn owned(view: &RequestView<'_>) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: view
-            .resource_spans
-            .iter()
-            .map(|rs| ResourceSpans {
-                resource: rs.resource.as_ref().map(|r| Resource {
-                    attributes: r.attributes.iter().map(kv).collect(),
-                    dropped_attributes_count: r.dropped_attributes_count,
-                    entity_refs: Vec::new(),
-                }),
-                scope_spans: rs
-                    .scope_spans
-                    .iter()
-                    .map(|ss| ScopeSpans {
-                        scope: ss.scope.as_ref().map(|s| InstrumentationScope {
-                            name: s.name.to_owned(),
-                            version: s.version.to_owned(),
-                            attributes: s.attributes.iter().map(kv).collect(),
-                            dropped_attributes_count: s.dropped_attributes_count,
-                        }),
-                        spans: ss
-                            .spans
-                            .iter()
-                            .map(|s| Span {
-                                trace_id: s.trace_id.to_vec(),
-                                span_id: s.span_id.to_vec(),
-                                trace_state: s.trace_state.to_owned(),
-                                parent_span_id: s.parent_span_id.to_vec(),
-                                flags: s.flags,
-                                name: s.name.to_owned(),
-                                kind: s.kind,
-                                start_time_unix_nano: s.start_time_unix_nano,
-                                end_time_unix_nano: s.end_time_unix_nano,
-                                attributes: s.attributes.iter().map(kv).collect(),
-                                dropped_attributes_count: s.dropped_attributes_count,
-                                events: s
-                                    .events
-                                    .iter()
-                                    .map(|e| span::Event {
-                                        time_unix_nano: e.time_unix_nano,
-                                        name: e.name.to_owned(),
-                                        attributes: e.attributes.iter().map(kv).collect(),
-                                        dropped_attributes_count: e.dropped_attributes_count,
-                                    })
-                                    .collect(),
-                                dropped_events_count: s.dropped_events_count,
-                                links: s
-                                    .links
-                                    .iter()
-                                    .map(|l| span::Link {
-                                        trace_id: l.trace_id.to_vec(),
-                                        span_id: l.span_id.to_vec(),
-                                        trace_state: l.trace_state.to_owned(),
-                                        attributes: l.attributes.iter().map(kv).collect(),
-                                        dropped_attributes_count: l.dropped_attributes_count,
-                                        flags: l.flags,
-                                    })
-                                    .collect(),
-                                dropped_links_count: s.dropped_links_count,
-                                status: s.status.as_ref().map(|st| Status {
-                                    message: st.message.to_owned(),
-                                    code: st.code,
-                                }),
-                            })
-                            .collect(),
-                        schema_url: ss.schema_url.to_owned(),
-                    })
-                    .collect(),
-                schema_url: rs.schema_url.to_owned(),
-            })
-            .collect(),
     }
 }
 
@@ -160,7 +56,7 @@ fn check(bytes: &[u8]) -> Result<bool, TestCaseError> {
             }
             // Compared through prost's encoding: exact, NaN payloads included.
             prop_assert_eq!(
-                owned(&view).encode_to_vec(),
+                view_to_owned(&view).encode_to_vec(),
                 decoded.encode_to_vec(),
                 "view differs on {:?}",
                 bytes
