@@ -91,6 +91,17 @@ impl<'a> Reader<'a> {
 
     #[inline]
     fn varint(&mut self) -> Result<u64, WireError> {
+        // One byte (field keys, most lengths): the common case.
+        if let Some((&b, rest)) = self.buf.split_first()
+            && b < 0x80
+        {
+            self.buf = rest;
+            return Ok(u64::from(b));
+        }
+        self.varint_slow()
+    }
+
+    fn varint_slow(&mut self) -> Result<u64, WireError> {
         let mut value = 0u64;
         for i in 0..10 {
             let Some((&b, rest)) = self.buf.split_first() else {
@@ -185,6 +196,7 @@ impl<'a> Reader<'a> {
 
 /// The message types of a trace export request.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
 enum Msg {
     Request,
     ResourceSpans,
@@ -237,7 +249,8 @@ enum Field {
 }
 
 impl Field {
-    fn wire(self) -> u8 {
+    #[inline]
+    const fn wire(self) -> u8 {
         match self {
             Field::Varint => VARINT,
             Field::Fixed32 => FIXED32,
@@ -248,9 +261,52 @@ impl Field {
     }
 }
 
+const MSGS: [Msg; 14] = [
+    Msg::Request,
+    Msg::ResourceSpans,
+    Msg::Resource,
+    Msg::EntityRef,
+    Msg::ScopeSpans,
+    Msg::Scope,
+    Msg::Span,
+    Msg::Event,
+    Msg::Link,
+    Msg::Status,
+    Msg::KeyValue,
+    Msg::AnyValue,
+    Msg::ArrayValue,
+    Msg::KeyValueList,
+];
+
+/// Highest known field number.
+const MAX_TAG: usize = 16;
+
+/// [`declared`] as a table, by message and field number.
+const TABLE: [[Field; MAX_TAG + 1]; MSGS.len()] = {
+    let mut t = [[Field::Unknown; MAX_TAG + 1]; MSGS.len()];
+    let mut m = 0;
+    while m < MSGS.len() {
+        let mut tag = 1;
+        while tag <= MAX_TAG {
+            t[MSGS[m] as usize][tag] = declared(MSGS[m], tag as u32);
+            tag += 1;
+        }
+        m += 1;
+    }
+    t
+};
+
+#[inline]
+fn field(msg: Msg, tag: u32) -> Field {
+    match TABLE[msg as usize].get(tag as usize) {
+        Some(&f) => f,
+        None => Field::Unknown,
+    }
+}
+
 /// The field table: opentelemetry-proto 0.33's generated trace v1, common v1, resource v1 and
 /// collector trace v1 messages.
-fn field(msg: Msg, tag: u32) -> Field {
+const fn declared(msg: Msg, tag: u32) -> Field {
     use Field::*;
     match (msg, tag) {
         (Msg::Request, 1) => Message(Msg::ResourceSpans),
@@ -326,7 +382,11 @@ fn walk(mut r: Reader<'_>, msg: Msg, ctx: u32, spans: &mut usize) -> Result<(), 
                 r.len_delimited()?;
             }
             Field::Str => {
-                utf8(r.len_delimited()?, msg, tag)?;
+                let b = r.len_delimited()?;
+                // Word-at-a-time ASCII first: cheaper than `from_utf8` on short strings.
+                if !b.is_ascii() {
+                    utf8(b, msg, tag)?;
+                }
             }
             Field::Message(m) => {
                 if ctx == 0 {
