@@ -319,12 +319,6 @@ fn bench(c: &mut Criterion) {
             translate_encoded([(&bytes[..], n)], &options)
         })
     });
-    g.bench_function("decode_translate_legacy", |bch| {
-        bch.iter(|| {
-            let req = ExportTraceServiceRequest::decode(black_box(&bytes[..])).unwrap();
-            otel_xray::xray::legacy_translate::translate(&req.resource_spans, &options)
-        })
-    });
     g.finish();
 }
 
@@ -361,13 +355,6 @@ fn main() {
                 "decode_translate_view" => {
                     let n = validate_request(black_box(&bytes[..])).unwrap();
                     black_box(translate_encoded([(&bytes[..], n)], &options));
-                }
-                "decode_translate_legacy" => {
-                    let req = ExportTraceServiceRequest::decode(black_box(&bytes[..])).unwrap();
-                    black_box(otel_xray::xray::legacy_translate::translate(
-                        &req.resource_spans,
-                        &options,
-                    ));
                 }
                 other => panic!("unknown case {other}"),
             }

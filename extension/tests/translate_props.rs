@@ -465,7 +465,6 @@ proptest! {
         let encoded = translate_encoded(requests.iter().map(Vec::as_slice).zip(counts.iter().copied()), &options);
         let owned = translate(&chunks, &options);
         prop_assert_eq!(&encoded, &owned);
-        prop_assert_eq!(&encoded, &otel_xray::xray::legacy_translate::translate(&chunks, &options));
         // Chunked or not, the same documents.
         prop_assert_eq!(&encoded, &translate(&resource_spans, &options));
         // A request that does not parse counts as invalid spans, the others still translate.
