@@ -707,7 +707,7 @@ impl<'a> ResourceView<'a> {
     fn merge(&mut self, mut f: Fields<'a>) -> Result<(), WireError> {
         while let Some(tag) = f.next()? {
             match tag {
-                1 => self.attributes.push(KeyValueView::read(&mut f)?),
+                1 => KeyValueView::push(&mut f, &mut self.attributes)?,
                 2 => self.dropped_attributes_count = f.varint()? as u32,
                 _ => {
                     let sub = f.message(Msg::EntityRef)?;
@@ -728,9 +728,11 @@ impl<'a> ScopeSpansView<'a> {
                     .get_or_insert_with(Default::default)
                     .merge(f.message(Msg::Scope)?)?,
                 2 => {
-                    let mut span = SpanView::default();
-                    span.merge(f.message(Msg::Span)?)?;
-                    self.spans.push(span);
+                    let sub = f.message(Msg::Span)?;
+                    self.spans.push(SpanView::default());
+                    if let Some(span) = self.spans.last_mut() {
+                        span.merge(sub)?;
+                    }
                 }
                 _ => self.schema_url = f.str(tag)?,
             }
@@ -745,7 +747,7 @@ impl<'a> ScopeView<'a> {
             match tag {
                 1 => self.name = f.str(tag)?,
                 2 => self.version = f.str(tag)?,
-                3 => self.attributes.push(KeyValueView::read(&mut f)?),
+                3 => KeyValueView::push(&mut f, &mut self.attributes)?,
                 _ => self.dropped_attributes_count = f.varint()? as u32,
             }
         }
@@ -765,7 +767,7 @@ impl<'a> SpanView<'a> {
                 6 => self.kind = f.varint()? as i32,
                 7 => self.start_time_unix_nano = f.r.fixed64()?,
                 8 => self.end_time_unix_nano = f.r.fixed64()?,
-                9 => self.attributes.push(KeyValueView::read(&mut f)?),
+                9 => KeyValueView::push(&mut f, &mut self.attributes)?,
                 10 => self.dropped_attributes_count = f.varint()? as u32,
                 11 => {
                     let mut event = EventView::default();
@@ -796,7 +798,7 @@ impl<'a> EventView<'a> {
             match tag {
                 1 => self.time_unix_nano = f.r.fixed64()?,
                 2 => self.name = f.str(tag)?,
-                3 => self.attributes.push(KeyValueView::read(&mut f)?),
+                3 => KeyValueView::push(&mut f, &mut self.attributes)?,
                 _ => self.dropped_attributes_count = f.varint()? as u32,
             }
         }
@@ -811,7 +813,7 @@ impl<'a> LinkView<'a> {
                 1 => self.trace_id = f.bytes()?,
                 2 => self.span_id = f.bytes()?,
                 3 => self.trace_state = f.str(tag)?,
-                4 => self.attributes.push(KeyValueView::read(&mut f)?),
+                4 => KeyValueView::push(&mut f, &mut self.attributes)?,
                 5 => self.dropped_attributes_count = f.varint()? as u32,
                 _ => self.flags = f.r.fixed32()?,
             }
@@ -839,6 +841,17 @@ impl<'a> KeyValueView<'a> {
         let mut kv = KeyValueView::default();
         kv.merge(parent.message(Msg::KeyValue)?)?;
         Ok(kv)
+    }
+
+    /// Reads the `KeyValue` that is the current field of `parent` onto the end of `list`.
+    #[inline]
+    fn push(parent: &mut Fields<'a>, list: &mut Vec<KeyValueView<'a>>) -> Result<(), WireError> {
+        let sub = parent.message(Msg::KeyValue)?;
+        list.push(KeyValueView::default());
+        match list.last_mut() {
+            Some(kv) => kv.merge(sub),
+            None => Ok(()),
+        }
     }
 
     fn merge(&mut self, mut f: Fields<'a>) -> Result<(), WireError> {
