@@ -3,7 +3,10 @@
 //! A realistic 100-span `ExportTraceServiceRequest` (two resources, each 10 traces of a SERVER span
 //! with an AWS SDK call, an HTTP call that fails with an exception event, a database query and an
 //! internal span; about ten attributes a span) is encoded once with prost, then benchmarked:
-//! (a) prost decode, (b) translate, (c) decode + translate.
+//! (a) prost decode, (b) translate, (c) decode + translate (the owned path: prost decode, then
+//! `translate`, which encodes again and reads the bytes as views), and the zero-copy path the
+//! receiver and exporters use: (d) `validate_request`, (e) `RequestView::parse`,
+//! (f) `translate_encoded` of the request's bytes, (g) validate + `translate_encoded`.
 //!
 //! `cargo bench -p otel-xray-extension --bench translate`
 
@@ -15,7 +18,7 @@ use std::hint::black_box;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
     AnyValue, InstrumentationScope, KeyValue, any_value::Value,
@@ -24,6 +27,8 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{
     ResourceSpans, ScopeSpans, Span, Status, span, status,
 };
+use otel_xray::otlp_wire::{RequestView, validate_request};
+use otel_xray::xray::translate::translate_encoded;
 use otel_xray::xray::{TranslateOptions, translate};
 use prost::Message;
 
@@ -273,6 +278,9 @@ fn bench(c: &mut Criterion) {
         check.documents.iter().map(|d| d.spans).sum::<usize>(),
         SPANS
     );
+    let n = validate_request(&bytes).unwrap();
+    assert_eq!(n, SPANS);
+    assert_eq!(translate_encoded([(&bytes[..], n)], &options), check);
     let json_bytes: usize = check.documents.iter().map(|d| d.json.len()).sum();
     eprintln!(
         "request: {} spans, {} bytes of protobuf → {} documents, {} bytes of JSON",
@@ -296,8 +304,63 @@ fn bench(c: &mut Criterion) {
             translate(&req.resource_spans, &options)
         })
     });
+    g.bench_function("validate", |bch| {
+        bch.iter(|| validate_request(black_box(&bytes[..])).unwrap())
+    });
+    g.bench_function("view_parse", |bch| {
+        bch.iter(|| RequestView::parse(black_box(&bytes[..])).unwrap())
+    });
+    g.bench_function("translate_encoded", |bch| {
+        bch.iter(|| translate_encoded([(black_box(&bytes[..]), SPANS)], &options))
+    });
+    g.bench_function("decode_translate_view", |bch| {
+        bch.iter(|| {
+            let n = validate_request(black_box(&bytes[..])).unwrap();
+            translate_encoded([(&bytes[..], n)], &options)
+        })
+    });
     g.finish();
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+/// `TRANSLATE_BENCH_CASE=<case> TRANSLATE_BENCH_ITERS=<n>` runs one case `n` times and exits
+/// (no criterion): a fixed amount of work for `valgrind --tool=callgrind`, whose instruction
+/// counts do not depend on the machine's load.
+fn main() {
+    if let (Ok(case), Ok(iters)) = (
+        std::env::var("TRANSLATE_BENCH_CASE"),
+        std::env::var("TRANSLATE_BENCH_ITERS"),
+    ) {
+        let iters: usize = iters.parse().unwrap();
+        let bytes = request().encode_to_vec();
+        let options = TranslateOptions::default();
+        for _ in 0..iters {
+            match case.as_str() {
+                "decode" => drop(black_box(
+                    ExportTraceServiceRequest::decode(&bytes[..]).unwrap(),
+                )),
+                "decode_translate" => {
+                    let req = ExportTraceServiceRequest::decode(black_box(&bytes[..])).unwrap();
+                    black_box(translate(&req.resource_spans, &options));
+                }
+                "validate" => drop(black_box(validate_request(black_box(&bytes[..])).unwrap())),
+                "view_parse" => drop(black_box(
+                    RequestView::parse(black_box(&bytes[..])).unwrap(),
+                )),
+                "translate_encoded" => drop(black_box(translate_encoded(
+                    [(black_box(&bytes[..]), SPANS)],
+                    &options,
+                ))),
+                "decode_translate_view" => {
+                    let n = validate_request(black_box(&bytes[..])).unwrap();
+                    black_box(translate_encoded([(&bytes[..], n)], &options));
+                }
+                other => panic!("unknown case {other}"),
+            }
+        }
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -11,15 +11,23 @@
 
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
+    any_value::Value as OtlpValue,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
 use serde_json::Value;
 
 use crate::lambda::event_context::{DEFAULT_PRECEDENCE, MAX_LINKS, choose_parent, extract};
 use crate::lambda::extensions_api::{NextEvent, parse_next_event};
 use crate::lambda::telemetry::parse_batch;
 use crate::lambda::trace_header::XRayTraceHeader;
+use crate::otlp_wire::{AnyValueView, KeyValueView, RequestView, validate_request};
 use crate::receiver::decode::{Compression, Format, decode_request, decompress};
 use crate::xray::names::{MAX_NAME_CHARS, is_name_char, write_annotation_key};
 use crate::xray::translate::MAX_DOCUMENT_BYTES;
+use crate::xray::translate::translate_encoded;
 use crate::xray::{TranslateOptions, translate};
 
 /// A fuzz entry point: arbitrary bytes in, a panic on a violated invariant.
@@ -35,6 +43,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("trace_header", trace_header),
     ("translate", translate_otlp),
     ("event_context", event_context),
+    ("otlp_wire", otlp_wire),
 ];
 
 /// The decompression cap the `decompress` target uses: small, so that a bomb hits it quickly.
@@ -333,4 +342,152 @@ pub fn event_context(data: &[u8]) {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The zero-copy reader against prost: `validate_request` and `RequestView::parse` accept exactly
+/// what prost's decode accepts, count its spans and read its values; and `translate_encoded` of
+/// the bytes as they are (duplicate fields, unknown fields, non-canonical varints) gives the
+/// translation of prost's value.
+pub fn otlp_wire(data: &[u8]) {
+    let prost = <ExportTraceServiceRequest as prost::Message>::decode(data);
+    let count = validate_request(data);
+    let view = RequestView::parse(data);
+    let Ok(mut decoded) = prost else {
+        assert!(count.is_err(), "prost rejects, validate_request accepts");
+        assert!(view.is_err(), "prost rejects, the view parses");
+        return;
+    };
+    let spans: usize = decoded
+        .resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .map(|ss| ss.spans.len())
+        .sum();
+    assert_eq!(count, Ok(spans), "span counts differ");
+    let view = match view {
+        Ok(v) => v,
+        Err(e) => panic!("prost accepts, the view fails: {e}"),
+    };
+    let options = TranslateOptions::default();
+    let translated = translate_encoded([(data, spans)], &options);
+    assert_eq!(
+        translated,
+        translate(&decoded.resource_spans, &options),
+        "translations differ"
+    );
+    for rs in &mut decoded.resource_spans {
+        if let Some(r) = rs.resource.as_mut() {
+            r.entity_refs.clear();
+        }
+    }
+    assert!(
+        prost::Message::encode_to_vec(&view_to_owned(&view))
+            == prost::Message::encode_to_vec(&decoded),
+        "the view differs from prost's value"
+    );
+}
+
+fn kv(v: &KeyValueView<'_>) -> KeyValue {
+    KeyValue {
+        key: v.key.to_owned(),
+        value: v.value.as_ref().map(any_owned),
+        key_strindex: v.key_strindex,
+    }
+}
+
+fn any_owned(v: &AnyValueView<'_>) -> AnyValue {
+    AnyValue {
+        value: match v {
+            AnyValueView::Empty => None,
+            AnyValueView::String(s) => Some(OtlpValue::StringValue((*s).to_owned())),
+            AnyValueView::Bool(b) => Some(OtlpValue::BoolValue(*b)),
+            AnyValueView::Int(i) => Some(OtlpValue::IntValue(*i)),
+            AnyValueView::Double(d) => Some(OtlpValue::DoubleValue(*d)),
+            AnyValueView::Array(a) => Some(OtlpValue::ArrayValue(ArrayValue {
+                values: a.iter().map(any_owned).collect(),
+            })),
+            AnyValueView::Kvlist(l) => Some(OtlpValue::KvlistValue(KeyValueList {
+                values: l.iter().map(kv).collect(),
+            })),
+            AnyValueView::Bytes(b) => Some(OtlpValue::BytesValue(b.to_vec())),
+            AnyValueView::StringStrindex(i) => Some(OtlpValue::StringValueStrindex(*i)),
+        },
+    }
+}
+
+/// A view as the generated type (`entity_refs` empty: the view does not keep them), to compare
+/// with what prost decodes.
+pub fn view_to_owned(view: &RequestView<'_>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: view
+            .resource_spans
+            .iter()
+            .map(|rs| ResourceSpans {
+                resource: rs.resource.as_ref().map(|r| Resource {
+                    attributes: r.attributes.iter().map(kv).collect(),
+                    dropped_attributes_count: r.dropped_attributes_count,
+                    entity_refs: Vec::new(),
+                }),
+                scope_spans: rs
+                    .scope_spans
+                    .iter()
+                    .map(|ss| ScopeSpans {
+                        scope: ss.scope.as_ref().map(|s| InstrumentationScope {
+                            name: s.name.to_owned(),
+                            version: s.version.to_owned(),
+                            attributes: s.attributes.iter().map(kv).collect(),
+                            dropped_attributes_count: s.dropped_attributes_count,
+                        }),
+                        spans: ss
+                            .spans
+                            .iter()
+                            .map(|s| Span {
+                                trace_id: s.trace_id.to_vec(),
+                                span_id: s.span_id.to_vec(),
+                                trace_state: s.trace_state.to_owned(),
+                                parent_span_id: s.parent_span_id.to_vec(),
+                                flags: s.flags,
+                                name: s.name.to_owned(),
+                                kind: s.kind,
+                                start_time_unix_nano: s.start_time_unix_nano,
+                                end_time_unix_nano: s.end_time_unix_nano,
+                                attributes: s.attributes.iter().map(kv).collect(),
+                                dropped_attributes_count: s.dropped_attributes_count,
+                                events: s
+                                    .events
+                                    .iter()
+                                    .map(|e| span::Event {
+                                        time_unix_nano: e.time_unix_nano,
+                                        name: e.name.to_owned(),
+                                        attributes: e.attributes.iter().map(kv).collect(),
+                                        dropped_attributes_count: e.dropped_attributes_count,
+                                    })
+                                    .collect(),
+                                dropped_events_count: s.dropped_events_count,
+                                links: s
+                                    .links
+                                    .iter()
+                                    .map(|l| span::Link {
+                                        trace_id: l.trace_id.to_vec(),
+                                        span_id: l.span_id.to_vec(),
+                                        trace_state: l.trace_state.to_owned(),
+                                        attributes: l.attributes.iter().map(kv).collect(),
+                                        dropped_attributes_count: l.dropped_attributes_count,
+                                        flags: l.flags,
+                                    })
+                                    .collect(),
+                                dropped_links_count: s.dropped_links_count,
+                                status: s.status.as_ref().map(|st| Status {
+                                    message: st.message.to_owned(),
+                                    code: st.code,
+                                }),
+                            })
+                            .collect(),
+                        schema_url: ss.schema_url.to_owned(),
+                    })
+                    .collect(),
+                schema_url: rs.schema_url.to_owned(),
+            })
+            .collect(),
+    }
 }

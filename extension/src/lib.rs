@@ -21,6 +21,7 @@ pub mod flush;
 pub mod lambda;
 pub mod lifecycle;
 pub mod logging;
+pub mod otlp_wire;
 pub mod receiver;
 pub mod self_metrics;
 pub mod stats;

@@ -203,6 +203,7 @@ fn seeds() -> BTreeMap<(&'static str, String), Vec<u8>> {
         let proto = request.encode_to_vec();
         seeds.insert(("otlp_json", format!("{name}.json")), json.clone());
         seeds.insert(("otlp_protobuf", format!("{name}.pb")), proto.clone());
+        seeds.insert(("otlp_wire", format!("{name}.pb")), proto.clone());
         // Allow-list, index-all, and small document limits (see `fuzzing::translate_otlp`).
         for (tag, selector) in [("allow", 0u8), ("all", 3), ("small", 4), ("small8k", 0xe4)] {
             seeds.insert(

@@ -13,6 +13,7 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
     AnyValue, ArrayValue, KeyValue, KeyValueList, any_value::Value,
 };
@@ -20,9 +21,11 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
 use otel_xray::xray::ids::{parse_span_id_hex, parse_xray_trace_id, span_id_hex, xray_trace_id};
 use otel_xray::xray::json::{nanos_to_seconds, write_epoch_seconds};
+use otel_xray::xray::translate::translate_encoded;
 use otel_xray::xray::{TranslateOptions, translate};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
+use prost::Message;
 
 /// Regressions go to `extension/proptest-regressions/translate_props.txt` (committed).
 fn config(cases: u32) -> ProptestConfig {
@@ -404,6 +407,72 @@ proptest! {
         if options.max_document_bytes >= 8 * 1024 {
             prop_assert_eq!(t.too_large_spans, 0, "spans always fit in 8 KiB once trimmed");
         }
+    }
+}
+
+/// `batch`'s resource spans cut into chunks of spans (each its own `ResourceSpans` with the same
+/// resource and scope), and the chunks into encoded requests: a trace's spans end up spread over
+/// several requests.
+fn split(resource_spans: &[ResourceSpans], cuts: &[usize]) -> (Vec<ResourceSpans>, Vec<Vec<u8>>) {
+    let mut chunks = Vec::new();
+    for rs in resource_spans {
+        for ss in &rs.scope_spans {
+            let mut spans = ss.spans.clone();
+            let mut parts = Vec::new();
+            for &c in cuts {
+                if spans.is_empty() {
+                    break;
+                }
+                let rest = spans.split_off(c % (spans.len() + 1));
+                parts.push(std::mem::replace(&mut spans, rest));
+            }
+            parts.push(spans);
+            for part in parts {
+                chunks.push(ResourceSpans {
+                    resource: rs.resource.clone(),
+                    scope_spans: vec![ScopeSpans {
+                        scope: ss.scope.clone(),
+                        spans: part,
+                        schema_url: ss.schema_url.clone(),
+                    }],
+                    schema_url: rs.schema_url.clone(),
+                });
+            }
+        }
+    }
+    let requests = chunks
+        .chunks(2)
+        .map(|c| {
+            ExportTraceServiceRequest {
+                resource_spans: c.to_vec(),
+            }
+            .encode_to_vec()
+        })
+        .collect();
+    (chunks, requests)
+}
+
+proptest! {
+    #![proptest_config(config(160))]
+
+    #[test]
+    fn encoded_requests_translate_like_their_spans_in_one_batch(
+        (resource_spans, options) in batch(3000),
+        cuts in proptest::collection::vec(any::<usize>(), 0..5),
+    ) {
+        let (chunks, requests) = split(&resource_spans, &cuts);
+        let counts: Vec<usize> = requests.iter().map(|r| otel_xray::otlp_wire::validate_request(r).unwrap()).collect();
+        let encoded = translate_encoded(requests.iter().map(Vec::as_slice).zip(counts.iter().copied()), &options);
+        let owned = translate(&chunks, &options);
+        prop_assert_eq!(&encoded, &owned);
+        // Chunked or not, the same documents.
+        prop_assert_eq!(&encoded, &translate(&resource_spans, &options));
+        // A request that does not parse counts as invalid spans, the others still translate.
+        let mut broken = requests.clone();
+        broken.push(vec![0x0a, 0x05, 0x01]);
+        let t = translate_encoded(broken.iter().map(Vec::as_slice).zip(counts.iter().copied().chain([7])), &options);
+        prop_assert_eq!(t.invalid_spans, encoded.invalid_spans + 7);
+        prop_assert_eq!(t.documents, encoded.documents);
     }
 }
 

@@ -1,4 +1,6 @@
-//! OTLP spans → X-Ray segment documents. [`translate`] is pure: no I/O, no clock, no globals.
+//! OTLP spans → X-Ray segment documents. [`translate::translate_encoded`] (encoded requests, read
+//! as `crate::otlp_wire` views) is the translator, [`translate`] its front for the generated types;
+//! both are pure: no I/O, no clock, no globals.
 //!
 //! - `translate.rs`: the batch: segments vs subsegments, embedding, the 64 KiB limit.
 //! - `segment.rs`: one span → the members of its (sub)segment (names, http, aws, sql, cause,

@@ -12,9 +12,9 @@
 
 use std::net::IpAddr;
 
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind, status::StatusCode};
+use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode};
+
+use crate::otlp_wire::{AnyValueView, KeyValueView, ResourceView, SpanView};
 
 use super::cause::{Language, parse_stacktrace};
 use super::ids::{self, exception_id};
@@ -269,33 +269,33 @@ fn classify(key: &str) -> Option<(K, Want)> {
     })
 }
 
-fn accepts(want: Want, v: &AnyValue) -> bool {
+fn accepts(want: Want, v: &AnyValueView<'_>) -> bool {
     matches!(
-        (&v.value, want),
-        (Some(Value::StringValue(_)), _)
-            | (Some(Value::IntValue(_)), Want::StrOrInt)
-            | (Some(Value::ArrayValue(_)), Want::StrOrList)
+        (v, want),
+        (AnyValueView::String(_), _)
+            | (AnyValueView::Int(_), Want::StrOrInt)
+            | (AnyValueView::Array(_), Want::StrOrList)
     )
 }
 
-fn as_str(v: &AnyValue) -> Option<&str> {
-    match &v.value {
-        Some(Value::StringValue(s)) => Some(s),
+fn as_str<'a>(v: &AnyValueView<'a>) -> Option<&'a str> {
+    match v {
+        AnyValueView::String(s) => Some(*s),
         _ => None,
     }
 }
 
-fn as_i64(v: &AnyValue) -> Option<i64> {
-    match &v.value {
-        Some(Value::IntValue(i)) => Some(*i),
-        Some(Value::StringValue(s)) => s.trim().parse().ok(),
+fn as_i64(v: &AnyValueView<'_>) -> Option<i64> {
+    match v {
+        AnyValueView::Int(i) => Some(*i),
+        AnyValueView::String(s) => s.trim().parse().ok(),
         _ => None,
     }
 }
 
 /// Resource attributes that shape every document of a `ResourceSpans`, read once.
 pub struct ResourceInfo<'a> {
-    attrs: &'a [KeyValue],
+    attrs: &'a [KeyValueView<'a>],
     service_name: Option<&'a str>,
     /// `cloud.provider` is `aws` or absent: the `aws` object is written.
     aws: bool,
@@ -306,15 +306,16 @@ pub struct ResourceInfo<'a> {
     sdk_version: Option<&'a str>,
     auto_instrumentation: bool,
     service_version: Option<&'a str>,
-    log_group_names: Option<&'a AnyValue>,
-    log_group_arns: Option<&'a AnyValue>,
+    log_group_names: Option<&'a AnyValueView<'a>>,
+    log_group_arns: Option<&'a AnyValueView<'a>>,
     language: Language,
 }
 
 impl<'a> ResourceInfo<'a> {
     /// Reads a resource (absent: empty).
-    pub fn new(resource: Option<&'a Resource>) -> ResourceInfo<'a> {
-        let attrs: &'a [KeyValue] = resource.map(|r| r.attributes.as_slice()).unwrap_or(&[]);
+    pub fn new(resource: Option<&'a ResourceView<'a>>) -> ResourceInfo<'a> {
+        let attrs: &'a [KeyValueView<'a>] =
+            resource.map(|r| r.attributes.as_slice()).unwrap_or(&[]);
         let mut info = ResourceInfo {
             attrs,
             service_name: None,
@@ -336,7 +337,7 @@ impl<'a> ResourceInfo<'a> {
         for kv in attrs {
             let Some(v) = kv.value.as_ref() else { continue };
             let s = as_str(v);
-            match kv.key.as_str() {
+            match kv.key {
                 "service.name" => info.service_name = s,
                 "cloud.provider" => info.aws = s.is_none_or(|p| p == "aws"),
                 "cloud.platform" => platform = s,
@@ -408,7 +409,7 @@ impl<'o> Prepared<'o> {
 
 /// Buffers reused from span to span.
 pub struct Scratch<'a> {
-    slots: [Option<&'a AnyValue>; KINDS],
+    slots: [Option<&'a AnyValueView<'a>>; KINDS],
     tags: Vec<u8>,
     used: u64,
     text: String,
@@ -430,13 +431,13 @@ impl Default for Scratch<'_> {
 }
 
 impl<'a> Scratch<'a> {
-    fn classify(&mut self, attrs: &'a [KeyValue]) {
+    fn classify(&mut self, attrs: &'a [KeyValueView<'a>]) {
         self.slots = [None; KINDS];
         self.used = 0;
         self.tags.clear();
         self.resource_tags.clear();
         for kv in attrs {
-            let tag = match (classify(&kv.key), kv.value.as_ref()) {
+            let tag = match (classify(kv.key), kv.value.as_ref()) {
                 (Some((k, want)), Some(v))
                     if accepts(want, v) && self.slots[k as usize].is_none() =>
                 {
@@ -449,7 +450,7 @@ impl<'a> Scratch<'a> {
         }
     }
 
-    fn get(&self, k: K) -> Option<&'a AnyValue> {
+    fn get(&self, k: K) -> Option<&'a AnyValueView<'a>> {
         self.slots[k as usize]
     }
 
@@ -473,7 +474,7 @@ impl<'a> Scratch<'a> {
 /// Everything the renderer needs to know about one span.
 pub struct SpanCtx<'a, 'r> {
     /// The span.
-    pub span: &'a Span,
+    pub span: &'a SpanView<'a>,
     /// Its resource.
     pub res: &'r ResourceInfo<'a>,
     /// Its id.
@@ -510,7 +511,7 @@ impl Out<'_> {
     }
 }
 
-fn kind(span: &Span) -> SpanKind {
+fn kind(span: &SpanView<'_>) -> SpanKind {
     SpanKind::try_from(span.kind).unwrap_or(SpanKind::Unspecified)
 }
 
@@ -717,7 +718,7 @@ fn write_name(
             return false;
         }
     }
-    if !try_name(out, &cx.span.name) {
+    if !try_name(out, cx.span.name) {
         out.buf.push_str(FALLBACK_NAME);
     }
     false
@@ -1017,30 +1018,23 @@ fn write_aws(out: &mut Out<'_>, cx: &SpanCtx<'_, '_>, sc: &mut Scratch<'_>, p: &
     }
     let mut table_written = false;
     if let Some(v) = sc.get(DynamoTableNames) {
-        match &v.value {
-            Some(Value::StringValue(t)) => {
+        match v {
+            AnyValueView::String(t) => {
                 sc.use_(DynamoTableNames);
                 sep(out);
                 out.key("\"table_name\":");
                 out.str_max(t, MAX_STRING_CHARS);
                 table_written = true;
             }
-            Some(Value::ArrayValue(a))
-                if a.values.iter().all(|v| as_str(v).is_some()) && !a.values.is_empty() =>
-            {
+            AnyValueView::Array(a) if a.iter().all(|v| as_str(v).is_some()) && !a.is_empty() => {
                 sc.use_(DynamoTableNames);
                 sep(out);
-                if a.values.len() == 1 {
+                if a.len() == 1 {
                     out.key("\"table_name\":");
-                    out.str_max(as_str(&a.values[0]).unwrap_or(""), MAX_STRING_CHARS);
+                    out.str_max(as_str(&a[0]).unwrap_or(""), MAX_STRING_CHARS);
                 } else {
                     out.key("\"table_names\":[");
-                    write_str_list(
-                        out,
-                        a.values.iter().filter_map(as_str),
-                        a.values.len(),
-                        p.list_items,
-                    );
+                    write_str_list(out, a.iter().filter_map(as_str), a.len(), p.list_items);
                     out.buf.push(']');
                 }
                 table_written = true;
@@ -1129,10 +1123,10 @@ fn write_log_groups(
     p: &Params,
     sep: &dyn Fn(&mut Out<'_>),
 ) {
-    fn strings(v: &AnyValue) -> Vec<&str> {
-        match &v.value {
-            Some(Value::StringValue(s)) => vec![s.as_str()],
-            Some(Value::ArrayValue(a)) => a.values.iter().filter_map(as_str).collect(),
+    fn strings<'a>(v: &AnyValueView<'a>) -> Vec<&'a str> {
+        match v {
+            AnyValueView::String(s) => vec![*s],
+            AnyValueView::Array(a) => a.iter().filter_map(as_str).collect(),
             _ => Vec::new(),
         }
     }
@@ -1197,14 +1191,14 @@ fn is_sql(system: &str) -> bool {
 
 /// `sql` for SQL databases, as the Collector writes it: `url` is the span name, the connection
 /// string is `<db.connection_string or localhost>/<db.name>`.
-fn write_sql(out: &mut Out<'_>, span: &Span, sc: &mut Scratch<'_>, p: &Params) {
+fn write_sql(out: &mut Out<'_>, span: &SpanView<'_>, sc: &mut Scratch<'_>, p: &Params) {
     use K::*;
     let Some(system) = sc.str(DbSystem).filter(|s| is_sql(s)) else {
         return;
     };
     sc.use_(DbSystem);
     out.key(",\"sql\":{\"url\":");
-    out.str_max(&span.name, MAX_STRING_CHARS);
+    out.str_max(span.name, MAX_STRING_CHARS);
     out.key(",\"connection_string\":\"");
     // The Collector writes `localhost` when there is no connection string; the server address
     // and port, when the span has them, say more.
@@ -1274,7 +1268,7 @@ fn write_cause(
         if !status_error {
             return;
         }
-        let status_message = span.status.as_ref().map_or("", |s| s.message.as_str());
+        let status_message = span.status.as_ref().map_or("", |s| s.message);
         let message = if status_message.is_empty() {
             match sc.str(K::StatusText) {
                 Some(t) => {
@@ -1304,7 +1298,7 @@ fn write_cause(
             let Some(s) = kv.value.as_ref().and_then(as_str) else {
                 continue;
             };
-            match kv.key.as_str() {
+            match kv.key {
                 "exception.type" => ty = s,
                 "exception.message" => message = s,
                 "exception.stacktrace" => stack = s,
@@ -1390,10 +1384,10 @@ fn write_cause(
     }
 }
 
-fn annotation_value_ok(v: &AnyValue) -> bool {
-    match &v.value {
-        Some(Value::StringValue(_) | Value::IntValue(_) | Value::BoolValue(_)) => true,
-        Some(Value::DoubleValue(d)) => d.is_finite(),
+fn annotation_value_ok(v: &AnyValueView<'_>) -> bool {
+    match v {
+        AnyValueView::String(_) | AnyValueView::Int(_) | AnyValueView::Bool(_) => true,
+        AnyValueView::Double(d) => d.is_finite(),
         _ => false,
     }
 }
@@ -1416,7 +1410,7 @@ fn write_annotations<'a>(
     let mut key_buf = std::mem::take(&mut sc.text);
     key_buf.clear();
 
-    let mut add = |out: &mut Out<'_>, key: &str, prefix: &str, v: &AnyValue| -> bool {
+    let mut add = |out: &mut Out<'_>, key: &str, prefix: &str, v: &AnyValueView<'_>| -> bool {
         if keys.len() == MAX_ANNOTATIONS
             || !annotation_value_ok(v)
             || (key.is_empty() && prefix.is_empty())
@@ -1445,11 +1439,11 @@ fn write_annotations<'a>(
         if cut {
             out.truncated += 1;
         }
-        match &v.value {
-            Some(Value::StringValue(s)) => out.str_max(s, p.annotation_chars),
-            Some(Value::IntValue(i)) => write_i64(out.buf, *i),
-            Some(Value::DoubleValue(d)) => write_f64(out.buf, *d),
-            Some(Value::BoolValue(b)) => out.key(if *b { "true" } else { "false" }),
+        match v {
+            AnyValueView::String(s) => out.str_max(s, p.annotation_chars),
+            AnyValueView::Int(i) => write_i64(out.buf, *i),
+            AnyValueView::Double(d) => write_f64(out.buf, *d),
+            AnyValueView::Bool(b) => out.key(if *b { "true" } else { "false" }),
             _ => {}
         }
         true
@@ -1458,8 +1452,8 @@ fn write_annotations<'a>(
     if cx.segment {
         for kv in cx.res.attrs {
             let annotated = match kv.value.as_ref() {
-                Some(v) if opts.index_all || opts.is_resource_indexed(&kv.key) => {
-                    add(out, &kv.key, "otel.resource.", v)
+                Some(v) if opts.index_all || opts.is_resource_indexed(kv.key) => {
+                    add(out, kv.key, "otel.resource.", v)
                 }
                 _ => false,
             };
@@ -1471,13 +1465,13 @@ fn write_annotations<'a>(
         let eligible = if opts.index_all {
             !sc.is_used(tag)
         } else {
-            opts.is_indexed(&kv.key)
+            opts.is_indexed(kv.key)
         };
         if !eligible || tag == K::EnduserId as u8 {
             continue;
         }
         if let Some(v) = kv.value.as_ref()
-            && add(out, &kv.key, "", v)
+            && add(out, kv.key, "", v)
         {
             sc.tags[i] = ANNOTATED;
         }
@@ -1514,11 +1508,15 @@ fn write_metadata(
                 if sc.is_used(sc.tags[i]) {
                     continue;
                 }
-                let Some(v) = kv.value.as_ref().filter(|v| v.value.is_some()) else {
+                let Some(v) = kv
+                    .value
+                    .as_ref()
+                    .filter(|v| !matches!(v, AnyValueView::Empty))
+                else {
                     continue;
                 };
                 sep(out);
-                write_str(out.buf, &kv.key);
+                write_str(out.buf, kv.key);
                 out.buf.push(':');
                 write_value(out, v, limits, 0);
             }
@@ -1527,12 +1525,16 @@ fn write_metadata(
                     if sc.resource_tags.get(i).copied().unwrap_or(false) {
                         continue;
                     }
-                    let Some(v) = kv.value.as_ref().filter(|v| v.value.is_some()) else {
+                    let Some(v) = kv
+                        .value
+                        .as_ref()
+                        .filter(|v| !matches!(v, AnyValueView::Empty))
+                    else {
                         continue;
                     };
                     sep(out);
                     out.key("\"otel.resource.");
-                    write_escaped(out.buf, &kv.key);
+                    write_escaped(out.buf, kv.key);
                     out.key("\":");
                     write_value(out, v, limits, 0);
                 }
@@ -1545,7 +1547,11 @@ fn write_metadata(
         }
         None => {
             let dropped = cx.span.attributes.iter().enumerate().any(|(i, kv)| {
-                !sc.is_used(sc.tags[i]) && kv.value.as_ref().is_some_and(|v| v.value.is_some())
+                !sc.is_used(sc.tags[i])
+                    && kv
+                        .value
+                        .as_ref()
+                        .is_some_and(|v| !matches!(v, AnyValueView::Empty))
             }) || (cx.segment && !cx.res.attrs.is_empty());
             if dropped {
                 out.truncated += 1;
@@ -1569,25 +1575,25 @@ fn write_metadata(
 
 /// Writes an attribute value as JSON: bytes as base64, non-finite floats as strings, lists and
 /// maps as arrays and objects (below [`MAX_VALUE_DEPTH`]; deeper ones as JSON text).
-fn write_value(out: &mut Out<'_>, v: &AnyValue, limits: ValueLimits, depth: u32) {
+fn write_value(out: &mut Out<'_>, v: &AnyValueView<'_>, limits: ValueLimits, depth: u32) {
     let max_items = limits.max_items.unwrap_or(usize::MAX);
-    match &v.value {
-        None | Some(Value::StringValueStrindex(_)) => out.key("null"),
-        Some(Value::StringValue(s)) => match limits.max_string {
+    match v {
+        AnyValueView::Empty | AnyValueView::StringStrindex(_) => out.key("null"),
+        AnyValueView::String(s) => match limits.max_string {
             Some(max) => out.str_max(s, max),
             None => write_str(out.buf, s),
         },
-        Some(Value::BoolValue(b)) => out.key(if *b { "true" } else { "false" }),
-        Some(Value::IntValue(i)) => write_i64(out.buf, *i),
-        Some(Value::DoubleValue(d)) => write_f64(out.buf, *d),
-        Some(Value::BytesValue(b)) => {
+        AnyValueView::Bool(b) => out.key(if *b { "true" } else { "false" }),
+        AnyValueView::Int(i) => write_i64(out.buf, *i),
+        AnyValueView::Double(d) => write_f64(out.buf, *d),
+        AnyValueView::Bytes(b) => {
             let max = limits.max_string.map_or(usize::MAX, |m| m / 4 * 3);
             if b.len() > max {
                 out.truncated += 1;
             }
             write_base64(out.buf, &b[..b.len().min(max)]);
         }
-        Some(Value::ArrayValue(_) | Value::KvlistValue(_)) if depth >= MAX_VALUE_DEPTH => {
+        AnyValueView::Array(_) | AnyValueView::Kvlist(_) if depth >= MAX_VALUE_DEPTH => {
             let mut text = String::new();
             let mut inner = Out {
                 buf: &mut text,
@@ -1597,33 +1603,33 @@ fn write_value(out: &mut Out<'_>, v: &AnyValue, limits: ValueLimits, depth: u32)
             out.truncated += inner.truncated;
             write_str(out.buf, &text);
         }
-        Some(Value::ArrayValue(a)) => {
+        AnyValueView::Array(a) => {
             out.buf.push('[');
-            for (i, item) in a.values.iter().take(max_items).enumerate() {
+            for (i, item) in a.iter().take(max_items).enumerate() {
                 if i > 0 {
                     out.buf.push(',');
                 }
                 write_value(out, item, limits, depth + 1);
             }
-            if a.values.len() > max_items {
+            if a.len() > max_items {
                 out.truncated += 1;
             }
             out.buf.push(']');
         }
-        Some(Value::KvlistValue(kvs)) => {
+        AnyValueView::Kvlist(kvs) => {
             out.buf.push('{');
-            for (i, kv) in kvs.values.iter().take(max_items).enumerate() {
+            for (i, kv) in kvs.iter().take(max_items).enumerate() {
                 if i > 0 {
                     out.buf.push(',');
                 }
-                write_str(out.buf, &kv.key);
+                write_str(out.buf, kv.key);
                 out.buf.push(':');
                 match kv.value.as_ref() {
                     Some(v) => write_value(out, v, limits, depth + 1),
                     None => out.key("null"),
                 }
             }
-            if kvs.values.len() > max_items {
+            if kvs.len() > max_items {
                 out.truncated += 1;
             }
             out.buf.push('}');
@@ -1633,7 +1639,7 @@ fn write_value(out: &mut Out<'_>, v: &AnyValue, limits: ValueLimits, depth: u32)
 
 /// Span links, in the Collector's `links` field: `[{trace_id, id, attributes}]`. The schema does
 /// not define `links` but allows extra members, and X-Ray reads them.
-fn write_links(out: &mut Out<'_>, span: &Span, p: &Params) {
+fn write_links(out: &mut Out<'_>, span: &SpanView<'_>, p: &Params) {
     if span.links.is_empty() {
         return;
     }
@@ -1647,7 +1653,7 @@ fn write_links(out: &mut Out<'_>, span: &Span, p: &Params) {
     let body = out.buf.len();
     let mut kept = 0;
     for link in &span.links {
-        let (Some(trace), Some(id)) = (ids::trace_id(&link.trace_id), ids::span_id(&link.span_id))
+        let (Some(trace), Some(id)) = (ids::trace_id(link.trace_id), ids::span_id(link.span_id))
         else {
             out.truncated += 1;
             continue;
@@ -1664,10 +1670,14 @@ fn write_links(out: &mut Out<'_>, span: &Span, p: &Params) {
         out.key("\",\"id\":\"");
         write_hex(out.buf, &id);
         out.buf.push('"');
-        let attrs: Vec<&KeyValue> = link
+        let attrs: Vec<&KeyValueView<'_>> = link
             .attributes
             .iter()
-            .filter(|kv| kv.value.as_ref().is_some_and(|v| v.value.is_some()))
+            .filter(|kv| {
+                kv.value
+                    .as_ref()
+                    .is_some_and(|v| !matches!(v, AnyValueView::Empty))
+            })
             .collect();
         if !attrs.is_empty() {
             out.key(",\"attributes\":{");
@@ -1675,7 +1685,7 @@ fn write_links(out: &mut Out<'_>, span: &Span, p: &Params) {
                 if i > 0 {
                     out.buf.push(',');
                 }
-                write_str(out.buf, &kv.key);
+                write_str(out.buf, kv.key);
                 out.buf.push(':');
                 if let Some(v) = kv.value.as_ref() {
                     write_value(out, v, limits, 1);

@@ -18,7 +18,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span, span::SpanKind};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, span::SpanKind};
+
+use crate::otlp_wire::{RequestView, ResourceSpansView, SpanView};
 
 use super::ids::{self, Parent};
 use super::segment::{Level, Prepared, ResourceInfo, Scratch, SpanCtx, render};
@@ -99,7 +101,7 @@ const fn top_overhead(segment: bool) -> usize {
 }
 
 struct Node<'a> {
-    span: &'a Span,
+    span: &'a SpanView<'a>,
     res: u32,
     trace: [u8; 16],
     id: [u8; 8],
@@ -144,9 +146,47 @@ impl Hasher for IdHasher {
 
 type IdMap = HashMap<(u128, u64), u32, BuildHasherDefault<IdHasher>>;
 
-/// Translates resource spans to X-Ray documents.
+/// Translates resource spans to X-Ray documents: encodes them as one request and calls
+/// [`translate_encoded`] (the one translator).
 pub fn translate(resource_spans: &[ResourceSpans], options: &TranslateOptions) -> Translation {
+    let mut bytes = Vec::new();
+    for rs in resource_spans {
+        prost::encoding::message::encode(1, rs, &mut bytes);
+    }
+    let spans = resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .map(|ss| ss.spans.len())
+        .sum();
+    translate_encoded([(bytes.as_slice(), spans)], options)
+}
+
+/// Translates encoded OTLP/protobuf `ExportTraceServiceRequest`s, each with its span count (as
+/// [`crate::otlp_wire::validate_request`] returned it), to X-Ray documents: the same documents
+/// and counts as [`translate`] of all their resource spans, in order, as one batch (a trace's
+/// spans group across requests). A request that does not parse counts its spans as invalid.
+pub fn translate_encoded<'a>(
+    requests: impl IntoIterator<Item = (&'a [u8], usize)>,
+    options: &TranslateOptions,
+) -> Translation {
     let mut result = Translation::default();
+    let mut views: Vec<RequestView<'a>> = Vec::new();
+    for (bytes, spans) in requests {
+        match RequestView::parse(bytes) {
+            Ok(view) => views.push(view),
+            Err(_) => result.invalid_spans += spans,
+        }
+    }
+    let resource_spans: Vec<&ResourceSpansView<'a>> =
+        views.iter().flat_map(|v| &v.resource_spans).collect();
+    translate_views(&resource_spans, options, result)
+}
+
+fn translate_views(
+    resource_spans: &[&ResourceSpansView<'_>],
+    options: &TranslateOptions,
+    mut result: Translation,
+) -> Translation {
     let opts = Prepared::new(&options.indexed_attributes, options.index_all_attributes);
     let limit = options.max_document_bytes;
 
@@ -164,12 +204,12 @@ pub fn translate(resource_spans: &[ResourceSpans], options: &TranslateOptions) -
     for (ri, rs) in resource_spans.iter().enumerate() {
         for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
             let (Some(trace), Some(id)) =
-                (ids::trace_id(&span.trace_id), ids::span_id(&span.span_id))
+                (ids::trace_id(span.trace_id), ids::span_id(span.span_id))
             else {
                 result.invalid_spans += 1;
                 continue;
             };
-            let parent_id = match ids::parent_id(&span.parent_span_id) {
+            let parent_id = match ids::parent_id(span.parent_span_id) {
                 Parent::None => None,
                 Parent::Some(p) => Some(p),
                 Parent::Invalid => {
@@ -469,7 +509,7 @@ mod tests {
         AnyValue, ArrayValue, KeyValue, KeyValueList, any_value::Value,
     };
     use opentelemetry_proto::tonic::resource::v1::Resource;
-    use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Status, span};
+    use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span, Status, span};
     use serde_json::{Value as J, json};
 
     const TRACE: [u8; 16] = [
