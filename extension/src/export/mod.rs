@@ -33,7 +33,7 @@ use tokio::time::Instant;
 use crate::buffer::{EncodedRequest, SpanBatch};
 use crate::config::{Config, ExporterKind};
 use crate::stats::DropReason;
-use crate::xray::{Document, TranslateOptions, Translation, translate};
+use crate::xray::{Document, TranslateOptions, Translation};
 
 pub use api::ApiExporter;
 pub use credentials::{CredentialsCache, CredentialsSource};
@@ -410,21 +410,14 @@ impl Exporter {
 }
 
 /// Translates a chunk of buffered requests: the one place the X-Ray exporters turn encoded
-/// requests into documents. For now each request is decoded and the whole chunk translated at
-/// once; a request that does not decode (receivers validate every request, so none should)
-/// counts as invalid spans.
+/// requests into documents: the chunk is read as borrowed views and translated at once (a trace
+/// split across requests still makes one document); a request that does not parse (receivers
+/// validate every request, so none should) counts as invalid spans.
 pub fn translate_requests(chunk: &[EncodedRequest], options: &TranslateOptions) -> Translation {
-    let mut resource_spans = Vec::new();
-    let mut undecodable = 0;
-    for request in chunk {
-        match request.decode() {
-            Ok(rs) => resource_spans.extend(rs),
-            Err(_) => undecodable += request.spans,
-        }
-    }
-    let mut translation = translate(&resource_spans, options);
-    translation.invalid_spans += undecodable;
-    translation
+    crate::xray::translate::translate_encoded(
+        chunk.iter().map(|r| (r.bytes.as_ref(), r.spans)),
+        options,
+    )
 }
 
 /// Spans (in whole OTLP requests) translated and sent at a time by the X-Ray exporters: bounds

@@ -257,11 +257,8 @@ pub fn decode_request(
 /// Checks that `body` is a protobuf `ExportTraceServiceRequest` and counts its spans. The
 /// receivers buffer the body itself; this is the only place that decides what is accepted.
 pub fn validate_protobuf(body: &[u8]) -> Result<usize, DecodeError> {
-    // For now a full decode, its value dropped; an allocation-free validator (the same
-    // acceptance as prost) can take its place here.
-    let request = ExportTraceServiceRequest::decode(body)
-        .map_err(|e| DecodeError::BadProtobuf(e.to_string()))?;
-    Ok(crate::buffer::count_spans(&request.resource_spans))
+    // No allocation; accepts exactly what prost's decode accepts (tests/otlp_wire_props.rs).
+    crate::otlp_wire::validate_request(body).map_err(|e| DecodeError::BadProtobuf(e.to_string()))
 }
 
 /// A decompressed body in the buffer's form: a protobuf body validated and kept as it is (a
