@@ -264,12 +264,7 @@ fn request() -> ExportTraceServiceRequest {
 
 fn bench(c: &mut Criterion) {
     let req = request();
-    let spans: usize = req
-        .resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .map(|s| s.spans.len())
-        .sum();
+    let spans = otel_xray::buffer::count_spans(&req.resource_spans);
     assert_eq!(spans, SPANS);
     let bytes = req.encode_to_vec();
     let options = TranslateOptions::default();

@@ -164,12 +164,7 @@ pub fn translate_otlp(data: &[u8]) {
 
 /// Translates `request` and asserts the invariants every batch must keep.
 pub fn check_translation(request: &ExportTraceServiceRequest, options: &TranslateOptions) {
-    let input: usize = request
-        .resource_spans
-        .iter()
-        .flat_map(|rs| &rs.scope_spans)
-        .map(|ss| ss.spans.len())
-        .sum();
+    let input = crate::buffer::count_spans(&request.resource_spans);
     let out = translate(&request.resource_spans, options);
     let carried: usize = out.documents.iter().map(|d| d.spans).sum();
     assert_eq!(
@@ -357,12 +352,7 @@ pub fn otlp_wire(data: &[u8]) {
         assert!(view.is_err(), "prost rejects, the view parses");
         return;
     };
-    let spans: usize = decoded
-        .resource_spans
-        .iter()
-        .flat_map(|rs| &rs.scope_spans)
-        .map(|ss| ss.spans.len())
-        .sum();
+    let spans = crate::buffer::count_spans(&decoded.resource_spans);
     assert_eq!(count, Ok(spans), "span counts differ");
     let view = match view {
         Ok(v) => v,

@@ -40,12 +40,7 @@ fn check(bytes: &[u8]) -> Result<bool, TestCaseError> {
     let view = RequestView::parse(bytes);
     match prost {
         Ok(mut decoded) => {
-            let expected: usize = decoded
-                .resource_spans
-                .iter()
-                .flat_map(|rs| &rs.scope_spans)
-                .map(|ss| ss.spans.len())
-                .sum();
+            let expected = otel_xray::buffer::count_spans(&decoded.resource_spans);
             prop_assert_eq!(count, Ok(expected), "validate_request on {:?}", bytes);
             let view = view.map_err(|e| TestCaseError::fail(format!("view: {e} on {bytes:?}")))?;
             prop_assert_eq!(view.span_count(), expected);

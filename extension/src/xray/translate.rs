@@ -153,11 +153,7 @@ pub fn translate(resource_spans: &[ResourceSpans], options: &TranslateOptions) -
     for rs in resource_spans {
         prost::encoding::message::encode(1, rs, &mut bytes);
     }
-    let spans = resource_spans
-        .iter()
-        .flat_map(|rs| &rs.scope_spans)
-        .map(|ss| ss.spans.len())
-        .sum();
+    let spans = crate::buffer::count_spans(resource_spans);
     translate_encoded([(bytes.as_slice(), spans)], options)
 }
 
