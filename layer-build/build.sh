@@ -11,7 +11,8 @@
 #
 # Both binaries are built with `cargo lambda build --release --extension` with zig as the linker
 # and C compiler (mimalloc and ring are C), for `<arch>-unknown-linux-musl`: statically linked,
-# not position-independent (.cargo/config.toml), no dynamic loader and no shared library, so one
+# not position-independent (.cargo/config.toml), without unwind tables (drop_unwind_tables.py),
+# no dynamic loader and no shared library, so one
 # binary runs on every Lambda OS (Amazon Linux 2 and 2023) and starts faster in less memory than
 # the glibc build (docs/performance.md, "Start-up"). The release profile is the workspace's own
 # (`--disable-optimizations` keeps cargo lambda from overriding it with its defaults). Installs
@@ -66,6 +67,18 @@ if [ "$(cat "$venv/.requirements" 2>/dev/null || true)" != "$req_hash" ]; then
 fi
 # cargo lambda finds zig as `python3 -m ziglang`: the venv's python3 must come first.
 export PATH="$venv/bin:$PATH"
+# GNU objcopy for each architecture, to drop the unwind tables (drop_unwind_tables.py).
+objcopy_pkgs=()
+for arch in "${arches[@]}"; do
+  gnu="$( [ "$arch" = arm64 ] && echo aarch64 || echo x86_64)"
+  if ! command -v "$gnu-linux-gnu-objcopy" >/dev/null && ! { [ "$(uname -m)" = "$gnu" ] && command -v objcopy >/dev/null; }; then
+    objcopy_pkgs+=("binutils-${gnu//_/-}-linux-gnu")
+  fi
+done
+if [ ${#objcopy_pkgs[@]} -gt 0 ]; then
+  log "installing ${objcopy_pkgs[*]} from Debian"
+  apt-get update -qq && apt-get install -y -qq "${objcopy_pkgs[@]}" >/dev/null
+fi
 installed_targets="$(rustup target list --installed)"
 for arch in "${arches[@]}"; do
   triple="$(triple_of "$arch")"
@@ -94,6 +107,8 @@ for arch in "${arches[@]}"; do
   rm -rf "$stage" && mkdir -p "$stage/extensions"
   install -m 755 "$bin_dir/otel-xray" "$stage/extensions/otel-xray"
   install -m 755 "$bin_dir/otel-xray-wrapper" "$stage/otel-xray-wrapper"
+  # panic = "abort", stripped: nothing unwinds, so the DWARF unwind tables go (~280 KB).
+  python3 "$here/drop_unwind_tables.py" "$stage/extensions/otel-xray" "$stage/otel-xray-wrapper"
   zip_path="$out/otel-xray-$arch.zip"
   rm -f "$zip_path"
   # -X: no extra attributes (reproducible); zip keeps the Unix modes, which Lambda restores.

@@ -71,6 +71,22 @@ def unpack(path, dest):
     return dest
 
 
+def section_names(data):
+    """The section names of a 64-bit LE ELF."""
+    (e_shoff,) = struct.unpack_from("<Q", data, 40)
+    e_shentsize, e_shnum, e_shstrndx = struct.unpack_from("<HHH", data, 58)
+    headers = [struct.unpack_from("<IIQQQQ", data, e_shoff + i * e_shentsize) for i in range(e_shnum)]
+    strtab_offset = headers[e_shstrndx][4]
+    return {data[strtab_offset + h[0]:data.index(b"\0", strtab_offset + h[0])].decode() for h in headers}
+
+
+def program_header_types(data):
+    """The p_type of each program header of a 64-bit LE ELF."""
+    (e_phoff,) = struct.unpack_from("<Q", data, 32)
+    e_phentsize, e_phnum = struct.unpack_from("<HH", data, 54)
+    return [struct.unpack_from("<I", data, e_phoff + i * e_phentsize)[0] for i in range(e_phnum)]
+
+
 def elf_facts(data):
     """(e_machine, PT_INTERP or None, number of DT_NEEDED entries) of a 64-bit LE ELF."""
     assert data[:4] == b"\x7fELF", "not an ELF file"
@@ -110,6 +126,12 @@ def test_zip_layout_modes_and_binaries(arch):
             # floor — the same binary runs on Amazon Linux 2 and 2023 (docs/deploy.md).
             assert interp is None, "%s asks for a dynamic loader %r" % (info.filename, interp)
             assert needed == 0, "%s needs %d shared libraries" % (info.filename, needed)
+            # panic = "abort" and stripped: the unwind tables are dropped (drop_unwind_tables.py),
+            # and no PT_GNU_EH_FRAME is left pointing at them.
+            sections = section_names(data)
+            assert ".text" in sections, sorted(sections)
+            assert not {".eh_frame", ".eh_frame_hdr"} & sections, (info.filename, sorted(sections))
+            assert 0x6474E550 not in program_header_types(data), info.filename
 
 
 def runner_layer(arch, unpacked, tmp_path):
