@@ -393,10 +393,14 @@ fn walk(mut r: Reader<'_>, msg: Msg, ctx: u32, spans: &mut usize) -> Result<(), 
                     return Err(WireError::RecursionLimit);
                 }
                 let sub = r.len_delimited()?;
-                if m == Msg::Span {
-                    *spans += 1;
+                match m {
+                    Msg::KeyValue => walk_key_value(sub, ctx - 1, spans)?,
+                    Msg::Span => {
+                        *spans += 1;
+                        walk(Reader::new(sub), m, ctx - 1, spans)?;
+                    }
+                    _ => walk(Reader::new(sub), m, ctx - 1, spans)?,
                 }
-                walk(Reader::new(sub), m, ctx - 1, spans)?;
             }
             Field::Unknown => {}
         }
@@ -424,6 +428,83 @@ fn utf8(bytes: &[u8], msg: Msg, tag: u32) -> Result<&str, WireError> {
         message: msg.name(),
         tag,
     })
+}
+
+/// The scalar of a [`SimpleKeyValue`].
+#[derive(Clone, Copy)]
+enum SimpleValue<'a> {
+    Str(&'a [u8]),
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+}
+
+/// A `KeyValue` as SDKs encode it: `key` (1), then `value` (2) holding exactly one scalar field
+/// of `AnyValue` (string, bool, int or double), each once, in field order, nothing else.
+struct SimpleKeyValue<'a> {
+    key: &'a [u8],
+    value: SimpleValue<'a>,
+}
+
+/// Reads `bytes` (a `KeyValue` message's body) if it has the simple shape of [`SimpleKeyValue`];
+/// `None` for anything else (other shapes, errors, strings not checked yet), which the generic
+/// path then reads (and rejects) field by field. Where it returns a value, that value is what the
+/// generic path reads: each field occurs once, so "last one wins" and merging do not apply.
+/// Strings are not checked for UTF-8 here.
+#[inline(always)]
+fn simple_key_value(bytes: &[u8]) -> Option<SimpleKeyValue<'_>> {
+    let mut r = Reader::new(bytes);
+    if r.varint().ok()? != u64::from((1u32 << 3) | u32::from(LEN)) {
+        return None;
+    }
+    let key = r.len_delimited().ok()?;
+    if r.varint().ok()? != u64::from((2u32 << 3) | u32::from(LEN)) {
+        return None;
+    }
+    let mut v = Reader::new(r.len_delimited().ok()?);
+    if r.has_remaining() {
+        return None;
+    }
+    let value = match v.varint().ok()? {
+        // string_value (1, LEN)
+        0x0a => SimpleValue::Str(v.len_delimited().ok()?),
+        // bool_value (2, VARINT)
+        0x10 => SimpleValue::Bool(v.varint().ok()? != 0),
+        // int_value (3, VARINT)
+        0x18 => SimpleValue::Int(v.varint().ok()? as i64),
+        // double_value (4, FIXED64)
+        0x21 => SimpleValue::Double(f64::from_bits(v.fixed64().ok()?)),
+        _ => return None,
+    };
+    if v.has_remaining() {
+        return None;
+    }
+    Some(SimpleKeyValue { key, value })
+}
+
+/// Whether `b` is UTF-8, ASCII checked first (word at a time: cheaper than `from_utf8` on short
+/// strings).
+#[inline(always)]
+fn is_utf8(b: &[u8]) -> bool {
+    b.is_ascii() || std::str::from_utf8(b).is_ok()
+}
+
+/// Checks a `KeyValue` message (`body`) at nesting budget `ctx` (what [`walk`] would be called
+/// with for it): the simple shape directly, anything else (or a string to reject) field by field.
+#[inline(always)]
+fn walk_key_value(body: &[u8], ctx: u32, spans: &mut usize) -> Result<(), WireError> {
+    // The generic path needs one more level for the `AnyValue`.
+    if ctx >= 1
+        && let Some(kv) = simple_key_value(body)
+        && is_utf8(kv.key)
+        && match kv.value {
+            SimpleValue::Str(s) => is_utf8(s),
+            _ => true,
+        }
+    {
+        return Ok(());
+    }
+    walk(Reader::new(body), Msg::KeyValue, ctx, spans)
 }
 
 /// Checks that `bytes` is an `ExportTraceServiceRequest` prost would decode, without allocating,
@@ -610,19 +691,27 @@ struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     /// The next known field's tag (unknown fields skipped), with its wire type checked.
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Result<Option<u32>, WireError> {
         while self.r.has_remaining() {
             let (tag, wire) = self.r.key()?;
             let f = field(self.msg, tag);
-            if let Field::Unknown = f {
-                self.r.skip(wire, tag, self.ctx)?;
-                continue;
+            if f.wire() == wire {
+                return Ok(Some(tag));
             }
-            check_wire(self.msg, tag, f.wire(), wire)?;
-            return Ok(Some(tag));
+            self.unexpected(f, tag, wire)?;
         }
         Ok(None)
+    }
+
+    /// An unknown field (skipped) or a known one with the wrong wire type (an error).
+    #[cold]
+    #[inline(never)]
+    fn unexpected(&mut self, f: Field, tag: u32, wire: u8) -> Result<(), WireError> {
+        if let Field::Unknown = f {
+            return self.r.skip(wire, tag, self.ctx);
+        }
+        check_wire(self.msg, tag, f.wire(), wire)
     }
 
     #[inline]
@@ -663,10 +752,12 @@ impl<'a> RequestView<'a> {
             ctx: RECURSION_LIMIT,
         };
         let mut view = RequestView::default();
+        // Span attributes are gathered here and then moved into a `Vec` of their exact size.
+        let mut scratch = Vec::new();
         while let Some(tag) = f.next()? {
             if tag == 1 {
                 let mut rs = ResourceSpansView::default();
-                rs.merge(f.message(Msg::ResourceSpans)?)?;
+                rs.merge(f.message(Msg::ResourceSpans)?, &mut scratch)?;
                 view.resource_spans.push(rs);
             }
         }
@@ -684,7 +775,11 @@ impl<'a> RequestView<'a> {
 }
 
 impl<'a> ResourceSpansView<'a> {
-    fn merge(&mut self, mut f: Fields<'a>) -> Result<(), WireError> {
+    fn merge(
+        &mut self,
+        mut f: Fields<'a>,
+        scratch: &mut Vec<KeyValueView<'a>>,
+    ) -> Result<(), WireError> {
         while let Some(tag) = f.next()? {
             match tag {
                 1 => self
@@ -693,7 +788,7 @@ impl<'a> ResourceSpansView<'a> {
                     .merge(f.message(Msg::Resource)?)?,
                 2 => {
                     let mut ss = ScopeSpansView::default();
-                    ss.merge(f.message(Msg::ScopeSpans)?)?;
+                    ss.merge(f.message(Msg::ScopeSpans)?, scratch)?;
                     self.scope_spans.push(ss);
                 }
                 _ => self.schema_url = f.str(tag)?,
@@ -720,7 +815,11 @@ impl<'a> ResourceView<'a> {
 }
 
 impl<'a> ScopeSpansView<'a> {
-    fn merge(&mut self, mut f: Fields<'a>) -> Result<(), WireError> {
+    fn merge(
+        &mut self,
+        mut f: Fields<'a>,
+        scratch: &mut Vec<KeyValueView<'a>>,
+    ) -> Result<(), WireError> {
         while let Some(tag) = f.next()? {
             match tag {
                 1 => self
@@ -731,7 +830,7 @@ impl<'a> ScopeSpansView<'a> {
                     let sub = f.message(Msg::Span)?;
                     self.spans.push(SpanView::default());
                     if let Some(span) = self.spans.last_mut() {
-                        span.merge(sub)?;
+                        span.merge(sub, scratch)?;
                     }
                 }
                 _ => self.schema_url = f.str(tag)?,
@@ -756,7 +855,27 @@ impl<'a> ScopeView<'a> {
 }
 
 impl<'a> SpanView<'a> {
-    fn merge(&mut self, mut f: Fields<'a>) -> Result<(), WireError> {
+    /// Reads a span's fields; its attributes go through `scratch` (left empty) into a `Vec` of
+    /// their exact size.
+    fn merge(
+        &mut self,
+        mut f: Fields<'a>,
+        scratch: &mut Vec<KeyValueView<'a>>,
+    ) -> Result<(), WireError> {
+        scratch.clear();
+        let read = self.merge_fields(&mut f, scratch);
+        if !scratch.is_empty() {
+            self.attributes.reserve_exact(scratch.len());
+            self.attributes.append(scratch);
+        }
+        read
+    }
+
+    fn merge_fields(
+        &mut self,
+        f: &mut Fields<'a>,
+        attributes: &mut Vec<KeyValueView<'a>>,
+    ) -> Result<(), WireError> {
         while let Some(tag) = f.next()? {
             match tag {
                 1 => self.trace_id = f.bytes()?,
@@ -767,7 +886,7 @@ impl<'a> SpanView<'a> {
                 6 => self.kind = f.varint()? as i32,
                 7 => self.start_time_unix_nano = f.r.fixed64()?,
                 8 => self.end_time_unix_nano = f.r.fixed64()?,
-                9 => KeyValueView::push(&mut f, &mut self.attributes)?,
+                9 => KeyValueView::push(f, attributes)?,
                 10 => self.dropped_attributes_count = f.varint()? as u32,
                 11 => {
                     let mut event = EventView::default();
@@ -838,8 +957,12 @@ impl<'a> KeyValueView<'a> {
     /// Reads the `KeyValue` that is the current field of `parent`.
     #[inline]
     fn read(parent: &mut Fields<'a>) -> Result<KeyValueView<'a>, WireError> {
+        let sub = parent.message(Msg::KeyValue)?;
+        if let Some(kv) = KeyValueView::simple(&sub) {
+            return Ok(kv);
+        }
         let mut kv = KeyValueView::default();
-        kv.merge(parent.message(Msg::KeyValue)?)?;
+        kv.merge(sub)?;
         Ok(kv)
     }
 
@@ -847,11 +970,37 @@ impl<'a> KeyValueView<'a> {
     #[inline]
     fn push(parent: &mut Fields<'a>, list: &mut Vec<KeyValueView<'a>>) -> Result<(), WireError> {
         let sub = parent.message(Msg::KeyValue)?;
+        if let Some(kv) = KeyValueView::simple(&sub) {
+            list.push(kv);
+            return Ok(());
+        }
         list.push(KeyValueView::default());
         match list.last_mut() {
             Some(kv) => kv.merge(sub),
             None => Ok(()),
         }
+    }
+
+    /// The `KeyValue` whose fields are `f`, if it has the simple shape ([`simple_key_value`]) and
+    /// its strings are UTF-8; otherwise the generic path reads it.
+    #[inline(always)]
+    fn simple(f: &Fields<'a>) -> Option<KeyValueView<'a>> {
+        // The generic path needs one more level for the `AnyValue`.
+        if f.ctx == 0 {
+            return None;
+        }
+        let kv = simple_key_value(f.r.buf)?;
+        let value = match kv.value {
+            SimpleValue::Str(s) => AnyValueView::String(std::str::from_utf8(s).ok()?),
+            SimpleValue::Bool(b) => AnyValueView::Bool(b),
+            SimpleValue::Int(i) => AnyValueView::Int(i),
+            SimpleValue::Double(d) => AnyValueView::Double(d),
+        };
+        Some(KeyValueView {
+            key: std::str::from_utf8(kv.key).ok()?,
+            value: Some(value),
+            key_strindex: 0,
+        })
     }
 
     fn merge(&mut self, mut f: Fields<'a>) -> Result<(), WireError> {

@@ -28,9 +28,13 @@ use proptest::test_runner::FileFailurePersistence;
 use prost::Message;
 
 /// Regressions go to `extension/proptest-regressions/translate_props.txt` (committed).
+/// `PROPTEST_CASES`, when set, overrides `cases` (for long runs).
 fn config(cases: u32) -> ProptestConfig {
     ProptestConfig {
-        cases,
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(cases),
         max_shrink_iters: 2000,
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
             "proptest-regressions/translate_props.txt",

@@ -101,12 +101,49 @@ pub(crate) fn write_hex(out: &mut String, bytes: &[u8]) {
     }
 }
 
-/// Appends ASCII bytes.
+/// Appends ASCII bytes (digits, hex) one `char` at a time: for these few bytes cheaper than
+/// checking them with `from_utf8` to push them as a `str`. A byte ≥ 0x80 (never passed) would
+/// become the Latin-1 character of that value, still valid UTF-8.
 #[inline]
 fn push_ascii(out: &mut String, ascii: &[u8]) {
-    if let Ok(s) = std::str::from_utf8(ascii) {
-        out.push_str(s);
+    out.reserve(ascii.len());
+    for &b in ascii {
+        out.push(char::from(b));
     }
+}
+
+/// `s.split_once(pat)` for a short `pat`, without the setup of `str`'s two-way searcher (which
+/// costs more than the search on the short lines of stack traces and connection strings).
+pub(crate) fn split_once_str<'s>(s: &'s str, pat: &str) -> Option<(&'s str, &'s str)> {
+    let at = find_str(s, pat)?;
+    Some((s.get(..at)?, s.get(at + pat.len()..)?))
+}
+
+/// `s.rsplit_once(pat)` for a short `pat` (see [`split_once_str`]).
+pub(crate) fn rsplit_once_str<'s>(s: &'s str, pat: &str) -> Option<(&'s str, &'s str)> {
+    let (h, p) = (s.as_bytes(), pat.as_bytes());
+    if p.is_empty() || p.len() > h.len() {
+        return s.rsplit_once(pat);
+    }
+    let at = (0..=h.len() - p.len())
+        .rev()
+        .find(|&i| &h[i..i + p.len()] == p)?;
+    Some((s.get(..at)?, s.get(at + p.len()..)?))
+}
+
+/// Byte offset of the first `pat` in `s` (naive search: `pat` is a short literal).
+fn find_str(s: &str, pat: &str) -> Option<usize> {
+    let (h, p) = (s.as_bytes(), pat.as_bytes());
+    let (&first, rest) = p.split_first()?;
+    let mut i = 0;
+    while i + p.len() <= h.len() {
+        let at = i + h[i..=h.len() - p.len()].iter().position(|&b| b == first)?;
+        if &h[at + 1..at + p.len()] == rest {
+            return Some(at);
+        }
+        i = at + 1;
+    }
+    None
 }
 
 /// Appends an unsigned integer.
@@ -326,6 +363,26 @@ mod tests {
             s(|o| write_str(o, long)),
             serde_json::to_string(long).unwrap()
         );
+    }
+
+    #[test]
+    fn short_pattern_splits_agree_with_str() {
+        for s in [
+            "",
+            "a",
+            "/a.py\", line 1, in f",
+            "x, in y, in z",
+            "in",
+            ", in ",
+            "é, in ü",
+            "aaa",
+            "a (b) (c)",
+        ] {
+            for pat in [", in ", "\", line ", " (", "aa", "a", "é", "zzzz"] {
+                assert_eq!(split_once_str(s, pat), s.split_once(pat), "{s:?} {pat:?}");
+                assert_eq!(rsplit_once_str(s, pat), s.rsplit_once(pat), "{s:?} {pat:?}");
+            }
+        }
     }
 
     #[test]

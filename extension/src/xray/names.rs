@@ -73,9 +73,10 @@ pub fn write_sanitised_name(out: &mut String, raw: &str) -> (usize, bool) {
     (count, cut)
 }
 
-/// Whether `raw` keeps at least one character once sanitised.
+/// Whether `raw` keeps at least one character once sanitised: a name character that is not
+/// whitespace (whitespace alone is trimmed away).
 pub fn has_name_char(raw: &str) -> bool {
-    raw.chars().any(is_name_char)
+    raw.chars().any(|c| is_name_char(c) && !c.is_whitespace())
 }
 
 /// Appends the annotation key for attribute `key`: characters outside `[A-Za-z0-9_]` become `_`,
@@ -268,6 +269,27 @@ mod tests {
         assert_eq!(name("<> x\u{3000}").0, "x");
         assert!(!has_name_char("<>{}"));
         assert!(has_name_char("<a>"));
+    }
+
+    #[test]
+    fn has_name_char_agrees_with_the_sanitiser() {
+        for raw in [
+            "",
+            " ",
+            "   ",
+            "\u{a0}",
+            "\u{3000} \u{2028}",
+            " <> ",
+            "<\u{a0}>",
+            "\u{1} \u{1}",
+            "a",
+            " a ",
+            "<>a<>",
+            "\u{a0}x\u{a0}",
+        ] {
+            let (s, _) = name(raw);
+            assert_eq!(has_name_char(raw), !s.is_empty(), "{raw:?} → {s:?}");
+        }
     }
 
     #[test]

@@ -19,8 +19,8 @@ use crate::otlp_wire::{AnyValueView, KeyValueView, ResourceView, SpanView};
 use super::cause::{Language, parse_stacktrace};
 use super::ids::{self, exception_id};
 use super::json::{
-    truncate_chars, write_base64, write_epoch_seconds, write_escaped, write_f64, write_hex,
-    write_i64, write_str, write_str_max,
+    split_once_str, truncate_chars, write_base64, write_epoch_seconds, write_escaped, write_f64,
+    write_hex, write_i64, write_str, write_str_max,
 };
 use super::names::{self, FALLBACK_NAME};
 
@@ -703,6 +703,10 @@ fn write_name(
         if cut {
             out.truncated += 1;
         }
+        if out.buf.len() == start {
+            // Not reached: `has_name_char` said the database name keeps a character.
+            out.buf.push_str(FALLBACK_NAME);
+        }
         return false;
     }
     let mut rest: [Option<&str>; 5] = [None; 5];
@@ -740,7 +744,7 @@ fn try_name(out: &mut Out<'_>, raw: &str) -> bool {
 /// The host of `scheme://[user@]host[:port][/…]` (a `jdbc:` prefix is ignored).
 fn host_of_connection_string(s: &str) -> Option<&str> {
     let s = s.strip_prefix("jdbc:").unwrap_or(s);
-    let (_, rest) = s.split_once("://")?;
+    let (_, rest) = split_once_str(s, "://")?;
     let authority = rest.split(['/', '?', '#']).next()?;
     let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     let host = if let Some(v6) = authority.strip_prefix('[') {
