@@ -430,10 +430,10 @@ fn utf8(bytes: &[u8], msg: Msg, tag: u32) -> Result<&str, WireError> {
     })
 }
 
-/// The scalar of a [`SimpleKeyValue`].
-#[derive(Clone, Copy)]
-enum SimpleValue<'a> {
-    Str(&'a [u8]),
+/// The scalar of a [`SimpleKeyValue`]; a string as its byte range in the message.
+#[derive(Clone)]
+enum SimpleValue {
+    Str(std::ops::Range<usize>),
     Bool(bool),
     Int(i64),
     Double(f64),
@@ -441,9 +441,10 @@ enum SimpleValue<'a> {
 
 /// A `KeyValue` as SDKs encode it: `key` (1), then `value` (2) holding exactly one scalar field
 /// of `AnyValue` (string, bool, int or double), each once, in field order, nothing else.
-struct SimpleKeyValue<'a> {
-    key: &'a [u8],
-    value: SimpleValue<'a>,
+/// Strings are byte ranges of the message's body.
+struct SimpleKeyValue {
+    key: std::ops::Range<usize>,
+    value: SimpleValue,
 }
 
 /// Reads `bytes` (a `KeyValue` message's body) if it has the simple shape of [`SimpleKeyValue`];
@@ -452,12 +453,15 @@ struct SimpleKeyValue<'a> {
 /// generic path reads: each field occurs once, so "last one wins" and merging do not apply.
 /// Strings are not checked for UTF-8 here.
 #[inline(always)]
-fn simple_key_value(bytes: &[u8]) -> Option<SimpleKeyValue<'_>> {
+fn simple_key_value(bytes: &[u8]) -> Option<SimpleKeyValue> {
+    // Offset in `bytes` of what `r` has left.
+    let at = |r: &Reader<'_>| bytes.len() - r.buf.len();
     let mut r = Reader::new(bytes);
     if r.varint().ok()? != u64::from((1u32 << 3) | u32::from(LEN)) {
         return None;
     }
-    let key = r.len_delimited().ok()?;
+    let key_len = r.len_delimited().ok()?.len();
+    let key = at(&r) - key_len..at(&r);
     if r.varint().ok()? != u64::from((2u32 << 3) | u32::from(LEN)) {
         return None;
     }
@@ -467,7 +471,11 @@ fn simple_key_value(bytes: &[u8]) -> Option<SimpleKeyValue<'_>> {
     }
     let value = match v.varint().ok()? {
         // string_value (1, LEN)
-        0x0a => SimpleValue::Str(v.len_delimited().ok()?),
+        0x0a => {
+            let len = v.len_delimited().ok()?.len();
+            // `v` ends where `bytes` does (nothing follows the value).
+            SimpleValue::Str(at(&v) - len..at(&v))
+        }
         // bool_value (2, VARINT)
         0x10 => SimpleValue::Bool(v.varint().ok()? != 0),
         // int_value (3, VARINT)
@@ -496,10 +504,10 @@ fn walk_key_value(body: &[u8], ctx: u32, spans: &mut usize) -> Result<(), WireEr
     // The generic path needs one more level for the `AnyValue`.
     if ctx >= 1
         && let Some(kv) = simple_key_value(body)
-        && is_utf8(kv.key)
         && match kv.value {
-            SimpleValue::Str(s) => is_utf8(s),
-            _ => true,
+            // Tags and one-byte lengths are ASCII: an all-ASCII message has ASCII strings.
+            SimpleValue::Str(v) => body.is_ascii() || (is_utf8(&body[kv.key]) && is_utf8(&body[v])),
+            _ => is_utf8(&body[kv.key]),
         }
     {
         return Ok(());
@@ -989,15 +997,37 @@ impl<'a> KeyValueView<'a> {
         if f.ctx == 0 {
             return None;
         }
-        let kv = simple_key_value(f.r.buf)?;
-        let value = match kv.value {
-            SimpleValue::Str(s) => AnyValueView::String(std::str::from_utf8(s).ok()?),
-            SimpleValue::Bool(b) => AnyValueView::Bool(b),
-            SimpleValue::Int(i) => AnyValueView::Int(i),
-            SimpleValue::Double(d) => AnyValueView::Double(d),
+        let body = f.r.buf;
+        let kv = simple_key_value(body)?;
+        let (key, value) = match kv.value {
+            SimpleValue::Str(v) => {
+                // One UTF-8 check for the whole message when it is text (its tags and one-byte
+                // lengths are ASCII), then the strings are slices of it; else one per string.
+                if let Ok(text) = std::str::from_utf8(body) {
+                    (text.get(kv.key)?, AnyValueView::String(text.get(v)?))
+                } else {
+                    let value = std::str::from_utf8(&body[v]).ok()?;
+                    (
+                        std::str::from_utf8(&body[kv.key]).ok()?,
+                        AnyValueView::String(value),
+                    )
+                }
+            }
+            SimpleValue::Bool(b) => (
+                std::str::from_utf8(&body[kv.key]).ok()?,
+                AnyValueView::Bool(b),
+            ),
+            SimpleValue::Int(i) => (
+                std::str::from_utf8(&body[kv.key]).ok()?,
+                AnyValueView::Int(i),
+            ),
+            SimpleValue::Double(d) => (
+                std::str::from_utf8(&body[kv.key]).ok()?,
+                AnyValueView::Double(d),
+            ),
         };
         Some(KeyValueView {
-            key: std::str::from_utf8(kv.key).ok()?,
+            key,
             value: Some(value),
             key_strindex: 0,
         })
