@@ -2,7 +2,8 @@
 //!
 //! The receiver keeps each request as the bytes it arrived in; this module checks them
 //! ([`validate_request`], no allocation) and later reads them as borrowed views
-//! ([`RequestView::parse`]: strings are `&str` and ids `&[u8]` into the request, one `Vec` per
+//! ([`RequestView::parse`]: strings and ids are `&[u8]` into the request, strings checked for
+//! UTF-8 but not converted to `&str` (that would check them a third time), one `Vec` per
 //! repeated field that has elements) for the translator.
 //!
 //! It accepts exactly what `prost`'s `ExportTraceServiceRequest::decode` (the generated types of
@@ -543,7 +544,7 @@ pub struct ResourceSpansView<'a> {
     /// `scope_spans` (2).
     pub scope_spans: Vec<ScopeSpansView<'a>>,
     /// `schema_url` (3).
-    pub schema_url: &'a str,
+    pub schema_url: &'a [u8],
 }
 
 /// `Resource`, borrowed. Its `entity_refs` (3) are checked, not kept.
@@ -563,16 +564,16 @@ pub struct ScopeSpansView<'a> {
     /// `spans` (2).
     pub spans: Vec<SpanView<'a>>,
     /// `schema_url` (3).
-    pub schema_url: &'a str,
+    pub schema_url: &'a [u8],
 }
 
 /// `InstrumentationScope`, borrowed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ScopeView<'a> {
     /// `name` (1).
-    pub name: &'a str,
+    pub name: &'a [u8],
     /// `version` (2).
-    pub version: &'a str,
+    pub version: &'a [u8],
     /// `attributes` (3).
     pub attributes: Vec<KeyValueView<'a>>,
     /// `dropped_attributes_count` (4).
@@ -587,13 +588,13 @@ pub struct SpanView<'a> {
     /// `span_id` (2).
     pub span_id: &'a [u8],
     /// `trace_state` (3).
-    pub trace_state: &'a str,
+    pub trace_state: &'a [u8],
     /// `parent_span_id` (4).
     pub parent_span_id: &'a [u8],
     /// `flags` (16).
     pub flags: u32,
     /// `name` (5).
-    pub name: &'a str,
+    pub name: &'a [u8],
     /// `kind` (6), the `SpanKind` number.
     pub kind: i32,
     /// `start_time_unix_nano` (7).
@@ -622,7 +623,7 @@ pub struct EventView<'a> {
     /// `time_unix_nano` (1).
     pub time_unix_nano: u64,
     /// `name` (2).
-    pub name: &'a str,
+    pub name: &'a [u8],
     /// `attributes` (3).
     pub attributes: Vec<KeyValueView<'a>>,
     /// `dropped_attributes_count` (4).
@@ -637,7 +638,7 @@ pub struct LinkView<'a> {
     /// `span_id` (2).
     pub span_id: &'a [u8],
     /// `trace_state` (3).
-    pub trace_state: &'a str,
+    pub trace_state: &'a [u8],
     /// `attributes` (4).
     pub attributes: Vec<KeyValueView<'a>>,
     /// `dropped_attributes_count` (5).
@@ -650,7 +651,7 @@ pub struct LinkView<'a> {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StatusView<'a> {
     /// `message` (2).
-    pub message: &'a str,
+    pub message: &'a [u8],
     /// `code` (3), the `StatusCode` number.
     pub code: i32,
 }
@@ -659,7 +660,7 @@ pub struct StatusView<'a> {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct KeyValueView<'a> {
     /// `key` (1).
-    pub key: &'a str,
+    pub key: &'a [u8],
     /// `value` (2).
     pub value: Option<AnyValueView<'a>>,
     /// `key_strindex` (3).
@@ -673,7 +674,7 @@ pub enum AnyValueView<'a> {
     #[default]
     Empty,
     /// `string_value` (1).
-    String(&'a str),
+    String(&'a [u8]),
     /// `bool_value` (2).
     Bool(bool),
     /// `int_value` (3).
@@ -722,9 +723,18 @@ impl<'a> Fields<'a> {
         check_wire(self.msg, tag, f.wire(), wire)
     }
 
+    /// A string field: its bytes, checked for UTF-8 (ASCII first) but not converted.
     #[inline]
-    fn str(&mut self, tag: u32) -> Result<&'a str, WireError> {
-        utf8(self.r.len_delimited()?, self.msg, tag)
+    fn str(&mut self, tag: u32) -> Result<&'a [u8], WireError> {
+        let b = self.r.len_delimited()?;
+        if is_utf8(b) {
+            Ok(b)
+        } else {
+            Err(WireError::InvalidUtf8 {
+                message: self.msg.name(),
+                tag,
+            })
+        }
     }
 
     #[inline]
@@ -999,33 +1009,23 @@ impl<'a> KeyValueView<'a> {
         }
         let body = f.r.buf;
         let kv = simple_key_value(body)?;
-        let (key, value) = match kv.value {
+        let key = &body[kv.key];
+        let value = match kv.value {
+            // Tags and one-byte lengths are ASCII: an all-ASCII message has ASCII strings.
             SimpleValue::Str(v) => {
-                // One UTF-8 check for the whole message when it is text (its tags and one-byte
-                // lengths are ASCII), then the strings are slices of it; else one per string.
-                if let Ok(text) = std::str::from_utf8(body) {
-                    (text.get(kv.key)?, AnyValueView::String(text.get(v)?))
-                } else {
-                    let value = std::str::from_utf8(&body[v]).ok()?;
-                    (
-                        std::str::from_utf8(&body[kv.key]).ok()?,
-                        AnyValueView::String(value),
-                    )
+                let v = &body[v];
+                if !(body.is_ascii() || (is_utf8(key) && is_utf8(v))) {
+                    return None;
                 }
+                AnyValueView::String(v)
             }
-            SimpleValue::Bool(b) => (
-                std::str::from_utf8(&body[kv.key]).ok()?,
-                AnyValueView::Bool(b),
-            ),
-            SimpleValue::Int(i) => (
-                std::str::from_utf8(&body[kv.key]).ok()?,
-                AnyValueView::Int(i),
-            ),
-            SimpleValue::Double(d) => (
-                std::str::from_utf8(&body[kv.key]).ok()?,
-                AnyValueView::Double(d),
-            ),
+            SimpleValue::Bool(b) => AnyValueView::Bool(b),
+            SimpleValue::Int(i) => AnyValueView::Int(i),
+            SimpleValue::Double(d) => AnyValueView::Double(d),
         };
+        if !matches!(value, AnyValueView::String(_)) && !is_utf8(key) {
+            return None;
+        }
         Some(KeyValueView {
             key,
             value: Some(value),
@@ -1087,8 +1087,8 @@ impl<'a> AnyValueView<'a> {
         Ok(())
     }
 
-    /// The string value, if this is one.
-    pub fn as_str(&self) -> Option<&'a str> {
+    /// The string value's bytes (UTF-8, checked when read), if this is one.
+    pub fn as_str(&self) -> Option<&'a [u8]> {
         match *self {
             AnyValueView::String(s) => Some(s),
             _ => None,

@@ -398,21 +398,21 @@ fn repeated_scalars_last_wins_and_messages_merge() {
     assert!(assert_agrees(&bytes));
     let view = RequestView::parse(&bytes).unwrap();
     let s = &view.resource_spans[0].scope_spans[0].spans[0];
-    assert_eq!(s.name, "second");
+    assert_eq!(s.name, b"second");
     assert_eq!(s.kind, -1);
     let status = s.status.as_ref().unwrap();
-    assert_eq!((status.message, status.code), ("other", 2));
+    assert_eq!((status.message, status.code), (&b"other"[..], 2));
     assert_eq!(
         s.attributes[0].value,
         Some(AnyValueView::Array(vec![
-            AnyValueView::String("a"),
-            AnyValueView::String("b"),
-            AnyValueView::String("c")
+            AnyValueView::String(b"a"),
+            AnyValueView::String(b"b"),
+            AnyValueView::String(b"c")
         ]))
     );
     assert_eq!(
         s.attributes[1].value,
-        Some(AnyValueView::Array(vec![AnyValueView::String("y")]))
+        Some(AnyValueView::Array(vec![AnyValueView::String(b"y")]))
     );
 }
 

@@ -67,7 +67,7 @@ proptest! {
     #[test]
     fn epoch_seconds_keep_microseconds_and_order(a in 0u64..4_000_000_000_000_000_000, b in 0u64..4_000_000_000_000_000_000) {
         let (lo, hi) = (a.min(b), a.max(b));
-        let text = |n: u64| { let mut s = String::new(); write_epoch_seconds(&mut s, n); s };
+        let text = |n: u64| { let mut s = Vec::new(); write_epoch_seconds(&mut s, n); String::from_utf8(s).unwrap() };
         let (tlo, thi) = (text(lo), text(hi));
         let plo: f64 = serde_json::from_str(&tlo).unwrap();
         let phi: f64 = serde_json::from_str(&thi).unwrap();
