@@ -6,12 +6,13 @@
 //! 2. A subsegment whose parent span is in the batch (same trace) is embedded in its parent's
 //!    document; otherwise it is an independent document (`type: "subsegment"`, `trace_id`,
 //!    `parent_id`). Parent cycles are broken; nesting deeper than [`MAX_EMBED_DEPTH`] is cut.
-//! 3. Each span is rendered once into one shared buffer (`segment.rs`); a span too large for a
+//! 3. Each span is rendered once into one shared byte buffer (`segment.rs`); a span too large for a
 //!    document of its own is re-rendered with less (metadata, stacks, …) until it fits, or
 //!    counted in [`Translation::too_large_spans`].
 //! 4. Bottom-up, a node whose subtree would not fit moves its largest embedded subsegments out
 //!    into independent documents until it does.
-//! 5. Documents are assembled by copying the rendered spans into one `String` each.
+//! 5. Documents are assembled by copying the rendered spans (bytes) into one buffer each, which
+//!    becomes the document's `String` after one UTF-8 check.
 //!
 //! Pure: no I/O, no clock, no globals, no randomness (exception ids are derived from span ids).
 
