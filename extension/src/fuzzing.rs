@@ -377,9 +377,15 @@ pub fn otlp_wire(data: &[u8]) {
     );
 }
 
+/// A view's string as an owned `String` (views hold checked UTF-8 bytes; lossy only if a view
+/// was built from unchecked bytes, which `RequestView::parse` never does).
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
 fn kv(v: &KeyValueView<'_>) -> KeyValue {
     KeyValue {
-        key: v.key.to_owned(),
+        key: text(v.key),
         value: v.value.as_ref().map(any_owned),
         key_strindex: v.key_strindex,
     }
@@ -389,7 +395,7 @@ fn any_owned(v: &AnyValueView<'_>) -> AnyValue {
     AnyValue {
         value: match v {
             AnyValueView::Empty => None,
-            AnyValueView::String(s) => Some(OtlpValue::StringValue((*s).to_owned())),
+            AnyValueView::String(s) => Some(OtlpValue::StringValue(text(s))),
             AnyValueView::Bool(b) => Some(OtlpValue::BoolValue(*b)),
             AnyValueView::Int(i) => Some(OtlpValue::IntValue(*i)),
             AnyValueView::Double(d) => Some(OtlpValue::DoubleValue(*d)),
@@ -423,8 +429,8 @@ pub fn view_to_owned(view: &RequestView<'_>) -> ExportTraceServiceRequest {
                     .iter()
                     .map(|ss| ScopeSpans {
                         scope: ss.scope.as_ref().map(|s| InstrumentationScope {
-                            name: s.name.to_owned(),
-                            version: s.version.to_owned(),
+                            name: text(s.name),
+                            version: text(s.version),
                             attributes: s.attributes.iter().map(kv).collect(),
                             dropped_attributes_count: s.dropped_attributes_count,
                         }),
@@ -434,10 +440,10 @@ pub fn view_to_owned(view: &RequestView<'_>) -> ExportTraceServiceRequest {
                             .map(|s| Span {
                                 trace_id: s.trace_id.to_vec(),
                                 span_id: s.span_id.to_vec(),
-                                trace_state: s.trace_state.to_owned(),
+                                trace_state: text(s.trace_state),
                                 parent_span_id: s.parent_span_id.to_vec(),
                                 flags: s.flags,
-                                name: s.name.to_owned(),
+                                name: text(s.name),
                                 kind: s.kind,
                                 start_time_unix_nano: s.start_time_unix_nano,
                                 end_time_unix_nano: s.end_time_unix_nano,
@@ -448,7 +454,7 @@ pub fn view_to_owned(view: &RequestView<'_>) -> ExportTraceServiceRequest {
                                     .iter()
                                     .map(|e| span::Event {
                                         time_unix_nano: e.time_unix_nano,
-                                        name: e.name.to_owned(),
+                                        name: text(e.name),
                                         attributes: e.attributes.iter().map(kv).collect(),
                                         dropped_attributes_count: e.dropped_attributes_count,
                                     })
@@ -460,7 +466,7 @@ pub fn view_to_owned(view: &RequestView<'_>) -> ExportTraceServiceRequest {
                                     .map(|l| span::Link {
                                         trace_id: l.trace_id.to_vec(),
                                         span_id: l.span_id.to_vec(),
-                                        trace_state: l.trace_state.to_owned(),
+                                        trace_state: text(l.trace_state),
                                         attributes: l.attributes.iter().map(kv).collect(),
                                         dropped_attributes_count: l.dropped_attributes_count,
                                         flags: l.flags,
@@ -468,15 +474,15 @@ pub fn view_to_owned(view: &RequestView<'_>) -> ExportTraceServiceRequest {
                                     .collect(),
                                 dropped_links_count: s.dropped_links_count,
                                 status: s.status.as_ref().map(|st| Status {
-                                    message: st.message.to_owned(),
+                                    message: text(st.message),
                                     code: st.code,
                                 }),
                             })
                             .collect(),
-                        schema_url: ss.schema_url.to_owned(),
+                        schema_url: text(ss.schema_url),
                     })
                     .collect(),
-                schema_url: rs.schema_url.to_owned(),
+                schema_url: text(rs.schema_url),
             })
             .collect(),
     }

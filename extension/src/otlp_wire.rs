@@ -2,7 +2,8 @@
 //!
 //! The receiver keeps each request as the bytes it arrived in; this module checks them
 //! ([`validate_request`], no allocation) and later reads them as borrowed views
-//! ([`RequestView::parse`]: strings are `&str` and ids `&[u8]` into the request, one `Vec` per
+//! ([`RequestView::parse`]: strings and ids are `&[u8]` into the request, strings checked for
+//! UTF-8 but not converted to `&str` (that would check them a third time), one `Vec` per
 //! repeated field that has elements) for the translator.
 //!
 //! It accepts exactly what `prost`'s `ExportTraceServiceRequest::decode` (the generated types of
@@ -393,10 +394,14 @@ fn walk(mut r: Reader<'_>, msg: Msg, ctx: u32, spans: &mut usize) -> Result<(), 
                     return Err(WireError::RecursionLimit);
                 }
                 let sub = r.len_delimited()?;
-                if m == Msg::Span {
-                    *spans += 1;
+                match m {
+                    Msg::KeyValue => walk_key_value(sub, ctx - 1, spans)?,
+                    Msg::Span => {
+                        *spans += 1;
+                        walk(Reader::new(sub), m, ctx - 1, spans)?;
+                    }
+                    _ => walk(Reader::new(sub), m, ctx - 1, spans)?,
                 }
-                walk(Reader::new(sub), m, ctx - 1, spans)?;
             }
             Field::Unknown => {}
         }
@@ -424,6 +429,91 @@ fn utf8(bytes: &[u8], msg: Msg, tag: u32) -> Result<&str, WireError> {
         message: msg.name(),
         tag,
     })
+}
+
+/// The scalar of a [`SimpleKeyValue`]; a string as its byte range in the message.
+#[derive(Clone)]
+enum SimpleValue {
+    Str(std::ops::Range<usize>),
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+}
+
+/// A `KeyValue` as SDKs encode it: `key` (1), then `value` (2) holding exactly one scalar field
+/// of `AnyValue` (string, bool, int or double), each once, in field order, nothing else.
+/// Strings are byte ranges of the message's body.
+struct SimpleKeyValue {
+    key: std::ops::Range<usize>,
+    value: SimpleValue,
+}
+
+/// Reads `bytes` (a `KeyValue` message's body) if it has the simple shape of [`SimpleKeyValue`];
+/// `None` for anything else (other shapes, errors, strings not checked yet), which the generic
+/// path then reads (and rejects) field by field. Where it returns a value, that value is what the
+/// generic path reads: each field occurs once, so "last one wins" and merging do not apply.
+/// Strings are not checked for UTF-8 here.
+#[inline(always)]
+fn simple_key_value(bytes: &[u8]) -> Option<SimpleKeyValue> {
+    // Offset in `bytes` of what `r` has left.
+    let at = |r: &Reader<'_>| bytes.len() - r.buf.len();
+    let mut r = Reader::new(bytes);
+    if r.varint().ok()? != u64::from((1u32 << 3) | u32::from(LEN)) {
+        return None;
+    }
+    let key_len = r.len_delimited().ok()?.len();
+    let key = at(&r) - key_len..at(&r);
+    if r.varint().ok()? != u64::from((2u32 << 3) | u32::from(LEN)) {
+        return None;
+    }
+    let mut v = Reader::new(r.len_delimited().ok()?);
+    if r.has_remaining() {
+        return None;
+    }
+    let value = match v.varint().ok()? {
+        // string_value (1, LEN)
+        0x0a => {
+            let len = v.len_delimited().ok()?.len();
+            // `v` ends where `bytes` does (nothing follows the value).
+            SimpleValue::Str(at(&v) - len..at(&v))
+        }
+        // bool_value (2, VARINT)
+        0x10 => SimpleValue::Bool(v.varint().ok()? != 0),
+        // int_value (3, VARINT)
+        0x18 => SimpleValue::Int(v.varint().ok()? as i64),
+        // double_value (4, FIXED64)
+        0x21 => SimpleValue::Double(f64::from_bits(v.fixed64().ok()?)),
+        _ => return None,
+    };
+    if v.has_remaining() {
+        return None;
+    }
+    Some(SimpleKeyValue { key, value })
+}
+
+/// Whether `b` is UTF-8, ASCII checked first (word at a time: cheaper than `from_utf8` on short
+/// strings).
+#[inline(always)]
+fn is_utf8(b: &[u8]) -> bool {
+    b.is_ascii() || std::str::from_utf8(b).is_ok()
+}
+
+/// Checks a `KeyValue` message (`body`) at nesting budget `ctx` (what [`walk`] would be called
+/// with for it): the simple shape directly, anything else (or a string to reject) field by field.
+#[inline(always)]
+fn walk_key_value(body: &[u8], ctx: u32, spans: &mut usize) -> Result<(), WireError> {
+    // The generic path needs one more level for the `AnyValue`.
+    if ctx >= 1
+        && let Some(kv) = simple_key_value(body)
+        && match kv.value {
+            // Tags and one-byte lengths are ASCII: an all-ASCII message has ASCII strings.
+            SimpleValue::Str(v) => body.is_ascii() || (is_utf8(&body[kv.key]) && is_utf8(&body[v])),
+            _ => is_utf8(&body[kv.key]),
+        }
+    {
+        return Ok(());
+    }
+    walk(Reader::new(body), Msg::KeyValue, ctx, spans)
 }
 
 /// Checks that `bytes` is an `ExportTraceServiceRequest` prost would decode, without allocating,
@@ -454,7 +544,7 @@ pub struct ResourceSpansView<'a> {
     /// `scope_spans` (2).
     pub scope_spans: Vec<ScopeSpansView<'a>>,
     /// `schema_url` (3).
-    pub schema_url: &'a str,
+    pub schema_url: &'a [u8],
 }
 
 /// `Resource`, borrowed. Its `entity_refs` (3) are checked, not kept.
@@ -474,16 +564,16 @@ pub struct ScopeSpansView<'a> {
     /// `spans` (2).
     pub spans: Vec<SpanView<'a>>,
     /// `schema_url` (3).
-    pub schema_url: &'a str,
+    pub schema_url: &'a [u8],
 }
 
 /// `InstrumentationScope`, borrowed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ScopeView<'a> {
     /// `name` (1).
-    pub name: &'a str,
+    pub name: &'a [u8],
     /// `version` (2).
-    pub version: &'a str,
+    pub version: &'a [u8],
     /// `attributes` (3).
     pub attributes: Vec<KeyValueView<'a>>,
     /// `dropped_attributes_count` (4).
@@ -498,13 +588,13 @@ pub struct SpanView<'a> {
     /// `span_id` (2).
     pub span_id: &'a [u8],
     /// `trace_state` (3).
-    pub trace_state: &'a str,
+    pub trace_state: &'a [u8],
     /// `parent_span_id` (4).
     pub parent_span_id: &'a [u8],
     /// `flags` (16).
     pub flags: u32,
     /// `name` (5).
-    pub name: &'a str,
+    pub name: &'a [u8],
     /// `kind` (6), the `SpanKind` number.
     pub kind: i32,
     /// `start_time_unix_nano` (7).
@@ -533,7 +623,7 @@ pub struct EventView<'a> {
     /// `time_unix_nano` (1).
     pub time_unix_nano: u64,
     /// `name` (2).
-    pub name: &'a str,
+    pub name: &'a [u8],
     /// `attributes` (3).
     pub attributes: Vec<KeyValueView<'a>>,
     /// `dropped_attributes_count` (4).
@@ -548,7 +638,7 @@ pub struct LinkView<'a> {
     /// `span_id` (2).
     pub span_id: &'a [u8],
     /// `trace_state` (3).
-    pub trace_state: &'a str,
+    pub trace_state: &'a [u8],
     /// `attributes` (4).
     pub attributes: Vec<KeyValueView<'a>>,
     /// `dropped_attributes_count` (5).
@@ -561,7 +651,7 @@ pub struct LinkView<'a> {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StatusView<'a> {
     /// `message` (2).
-    pub message: &'a str,
+    pub message: &'a [u8],
     /// `code` (3), the `StatusCode` number.
     pub code: i32,
 }
@@ -570,7 +660,7 @@ pub struct StatusView<'a> {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct KeyValueView<'a> {
     /// `key` (1).
-    pub key: &'a str,
+    pub key: &'a [u8],
     /// `value` (2).
     pub value: Option<AnyValueView<'a>>,
     /// `key_strindex` (3).
@@ -584,7 +674,7 @@ pub enum AnyValueView<'a> {
     #[default]
     Empty,
     /// `string_value` (1).
-    String(&'a str),
+    String(&'a [u8]),
     /// `bool_value` (2).
     Bool(bool),
     /// `int_value` (3).
@@ -610,24 +700,41 @@ struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     /// The next known field's tag (unknown fields skipped), with its wire type checked.
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Result<Option<u32>, WireError> {
         while self.r.has_remaining() {
             let (tag, wire) = self.r.key()?;
             let f = field(self.msg, tag);
-            if let Field::Unknown = f {
-                self.r.skip(wire, tag, self.ctx)?;
-                continue;
+            if f.wire() == wire {
+                return Ok(Some(tag));
             }
-            check_wire(self.msg, tag, f.wire(), wire)?;
-            return Ok(Some(tag));
+            self.unexpected(f, tag, wire)?;
         }
         Ok(None)
     }
 
+    /// An unknown field (skipped) or a known one with the wrong wire type (an error).
+    #[cold]
+    #[inline(never)]
+    fn unexpected(&mut self, f: Field, tag: u32, wire: u8) -> Result<(), WireError> {
+        if let Field::Unknown = f {
+            return self.r.skip(wire, tag, self.ctx);
+        }
+        check_wire(self.msg, tag, f.wire(), wire)
+    }
+
+    /// A string field: its bytes, checked for UTF-8 (ASCII first) but not converted.
     #[inline]
-    fn str(&mut self, tag: u32) -> Result<&'a str, WireError> {
-        utf8(self.r.len_delimited()?, self.msg, tag)
+    fn str(&mut self, tag: u32) -> Result<&'a [u8], WireError> {
+        let b = self.r.len_delimited()?;
+        if is_utf8(b) {
+            Ok(b)
+        } else {
+            Err(WireError::InvalidUtf8 {
+                message: self.msg.name(),
+                tag,
+            })
+        }
     }
 
     #[inline]
@@ -663,10 +770,12 @@ impl<'a> RequestView<'a> {
             ctx: RECURSION_LIMIT,
         };
         let mut view = RequestView::default();
+        // Span attributes are gathered here and then moved into a `Vec` of their exact size.
+        let mut scratch = Vec::new();
         while let Some(tag) = f.next()? {
             if tag == 1 {
                 let mut rs = ResourceSpansView::default();
-                rs.merge(f.message(Msg::ResourceSpans)?)?;
+                rs.merge(f.message(Msg::ResourceSpans)?, &mut scratch)?;
                 view.resource_spans.push(rs);
             }
         }
@@ -684,7 +793,11 @@ impl<'a> RequestView<'a> {
 }
 
 impl<'a> ResourceSpansView<'a> {
-    fn merge(&mut self, mut f: Fields<'a>) -> Result<(), WireError> {
+    fn merge(
+        &mut self,
+        mut f: Fields<'a>,
+        scratch: &mut Vec<KeyValueView<'a>>,
+    ) -> Result<(), WireError> {
         while let Some(tag) = f.next()? {
             match tag {
                 1 => self
@@ -693,7 +806,7 @@ impl<'a> ResourceSpansView<'a> {
                     .merge(f.message(Msg::Resource)?)?,
                 2 => {
                     let mut ss = ScopeSpansView::default();
-                    ss.merge(f.message(Msg::ScopeSpans)?)?;
+                    ss.merge(f.message(Msg::ScopeSpans)?, scratch)?;
                     self.scope_spans.push(ss);
                 }
                 _ => self.schema_url = f.str(tag)?,
@@ -720,7 +833,11 @@ impl<'a> ResourceView<'a> {
 }
 
 impl<'a> ScopeSpansView<'a> {
-    fn merge(&mut self, mut f: Fields<'a>) -> Result<(), WireError> {
+    fn merge(
+        &mut self,
+        mut f: Fields<'a>,
+        scratch: &mut Vec<KeyValueView<'a>>,
+    ) -> Result<(), WireError> {
         while let Some(tag) = f.next()? {
             match tag {
                 1 => self
@@ -731,7 +848,7 @@ impl<'a> ScopeSpansView<'a> {
                     let sub = f.message(Msg::Span)?;
                     self.spans.push(SpanView::default());
                     if let Some(span) = self.spans.last_mut() {
-                        span.merge(sub)?;
+                        span.merge(sub, scratch)?;
                     }
                 }
                 _ => self.schema_url = f.str(tag)?,
@@ -756,7 +873,27 @@ impl<'a> ScopeView<'a> {
 }
 
 impl<'a> SpanView<'a> {
-    fn merge(&mut self, mut f: Fields<'a>) -> Result<(), WireError> {
+    /// Reads a span's fields; its attributes go through `scratch` (left empty) into a `Vec` of
+    /// their exact size.
+    fn merge(
+        &mut self,
+        mut f: Fields<'a>,
+        scratch: &mut Vec<KeyValueView<'a>>,
+    ) -> Result<(), WireError> {
+        scratch.clear();
+        let read = self.merge_fields(&mut f, scratch);
+        if !scratch.is_empty() {
+            self.attributes.reserve_exact(scratch.len());
+            self.attributes.append(scratch);
+        }
+        read
+    }
+
+    fn merge_fields(
+        &mut self,
+        f: &mut Fields<'a>,
+        attributes: &mut Vec<KeyValueView<'a>>,
+    ) -> Result<(), WireError> {
         while let Some(tag) = f.next()? {
             match tag {
                 1 => self.trace_id = f.bytes()?,
@@ -767,7 +904,7 @@ impl<'a> SpanView<'a> {
                 6 => self.kind = f.varint()? as i32,
                 7 => self.start_time_unix_nano = f.r.fixed64()?,
                 8 => self.end_time_unix_nano = f.r.fixed64()?,
-                9 => KeyValueView::push(&mut f, &mut self.attributes)?,
+                9 => KeyValueView::push(f, attributes)?,
                 10 => self.dropped_attributes_count = f.varint()? as u32,
                 11 => {
                     let mut event = EventView::default();
@@ -838,8 +975,12 @@ impl<'a> KeyValueView<'a> {
     /// Reads the `KeyValue` that is the current field of `parent`.
     #[inline]
     fn read(parent: &mut Fields<'a>) -> Result<KeyValueView<'a>, WireError> {
+        let sub = parent.message(Msg::KeyValue)?;
+        if let Some(kv) = KeyValueView::simple(&sub) {
+            return Ok(kv);
+        }
         let mut kv = KeyValueView::default();
-        kv.merge(parent.message(Msg::KeyValue)?)?;
+        kv.merge(sub)?;
         Ok(kv)
     }
 
@@ -847,11 +988,49 @@ impl<'a> KeyValueView<'a> {
     #[inline]
     fn push(parent: &mut Fields<'a>, list: &mut Vec<KeyValueView<'a>>) -> Result<(), WireError> {
         let sub = parent.message(Msg::KeyValue)?;
+        if let Some(kv) = KeyValueView::simple(&sub) {
+            list.push(kv);
+            return Ok(());
+        }
         list.push(KeyValueView::default());
         match list.last_mut() {
             Some(kv) => kv.merge(sub),
             None => Ok(()),
         }
+    }
+
+    /// The `KeyValue` whose fields are `f`, if it has the simple shape ([`simple_key_value`]) and
+    /// its strings are UTF-8; otherwise the generic path reads it.
+    #[inline(always)]
+    fn simple(f: &Fields<'a>) -> Option<KeyValueView<'a>> {
+        // The generic path needs one more level for the `AnyValue`.
+        if f.ctx == 0 {
+            return None;
+        }
+        let body = f.r.buf;
+        let kv = simple_key_value(body)?;
+        let key = &body[kv.key];
+        let value = match kv.value {
+            // Tags and one-byte lengths are ASCII: an all-ASCII message has ASCII strings.
+            SimpleValue::Str(v) => {
+                let v = &body[v];
+                if !(body.is_ascii() || (is_utf8(key) && is_utf8(v))) {
+                    return None;
+                }
+                AnyValueView::String(v)
+            }
+            SimpleValue::Bool(b) => AnyValueView::Bool(b),
+            SimpleValue::Int(i) => AnyValueView::Int(i),
+            SimpleValue::Double(d) => AnyValueView::Double(d),
+        };
+        if !matches!(value, AnyValueView::String(_)) && !is_utf8(key) {
+            return None;
+        }
+        Some(KeyValueView {
+            key,
+            value: Some(value),
+            key_strindex: 0,
+        })
     }
 
     fn merge(&mut self, mut f: Fields<'a>) -> Result<(), WireError> {
@@ -908,8 +1087,8 @@ impl<'a> AnyValueView<'a> {
         Ok(())
     }
 
-    /// The string value, if this is one.
-    pub fn as_str(&self) -> Option<&'a str> {
+    /// The string value's bytes (UTF-8, checked when read), if this is one.
+    pub fn as_str(&self) -> Option<&'a [u8]> {
         match *self {
             AnyValueView::String(s) => Some(s),
             _ => None,

@@ -22,9 +22,13 @@ use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use prost::Message;
 
+/// `PROPTEST_CASES`, when set, overrides `cases` (for long runs).
 fn config(cases: u32) -> ProptestConfig {
     ProptestConfig {
-        cases,
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(cases),
         max_shrink_iters: 2000,
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
             "proptest-regressions/otlp_wire_props.txt",
@@ -394,21 +398,21 @@ fn repeated_scalars_last_wins_and_messages_merge() {
     assert!(assert_agrees(&bytes));
     let view = RequestView::parse(&bytes).unwrap();
     let s = &view.resource_spans[0].scope_spans[0].spans[0];
-    assert_eq!(s.name, "second");
+    assert_eq!(s.name, b"second");
     assert_eq!(s.kind, -1);
     let status = s.status.as_ref().unwrap();
-    assert_eq!((status.message, status.code), ("other", 2));
+    assert_eq!((status.message, status.code), (&b"other"[..], 2));
     assert_eq!(
         s.attributes[0].value,
         Some(AnyValueView::Array(vec![
-            AnyValueView::String("a"),
-            AnyValueView::String("b"),
-            AnyValueView::String("c")
+            AnyValueView::String(b"a"),
+            AnyValueView::String(b"b"),
+            AnyValueView::String(b"c")
         ]))
     );
     assert_eq!(
         s.attributes[1].value,
-        Some(AnyValueView::Array(vec![AnyValueView::String("y")]))
+        Some(AnyValueView::Array(vec![AnyValueView::String(b"y")]))
     );
 }
 
@@ -476,6 +480,77 @@ fn malformed_input_is_rejected_like_prost() {
             tag: 5
         })
     ));
+}
+
+/// Attributes around the fast path for `key` + one scalar `value` (otlp_wire's
+/// `simple_key_value`): the simple shape and its near misses read as prost reads them.
+#[test]
+fn attribute_shapes_near_the_fast_path_read_like_prost() {
+    let any = |field: Vec<u8>| len_field(2, &field);
+    let string = |s: &[u8]| len_field(1, s);
+    let kv = |parts: &[Vec<u8>]| len_field(9, &parts.concat());
+    let k = string(b"k");
+    let fixed = [key(4, 1), 1.5f64.to_bits().to_le_bytes().to_vec()].concat();
+    let cases: Vec<(Vec<u8>, bool)> = vec![
+        // The simple shape, each scalar.
+        (kv(&[k.clone(), any(string(b"v"))]), true),
+        (kv(&[k.clone(), any([key(2, 0), varint(1)].concat())]), true),
+        (kv(&[k.clone(), any([key(2, 0), varint(7)].concat())]), true),
+        (
+            kv(&[k.clone(), any([key(3, 0), varint(u64::MAX)].concat())]),
+            true,
+        ),
+        (kv(&[k.clone(), any(fixed.clone())]), true),
+        (
+            kv(&[string("é".as_bytes()), any(string("東京".as_bytes()))]),
+            true,
+        ),
+        // Near misses: the generic reader decides.
+        (kv(&[any(string(b"v")), k.clone()]), true), // value first
+        (kv(std::slice::from_ref(&k)), true),        // no value
+        (kv(&[k.clone(), any(Vec::new())]), true),   // empty AnyValue
+        (kv(&[k.clone(), k.clone(), any(string(b"v"))]), true), // key twice
+        (kv(&[k.clone(), any(string(b"v")), any(string(b"w"))]), true), // value twice: merged
+        (
+            kv(&[
+                k.clone(),
+                any([string(b"v"), key(3, 0), varint(1)].concat()),
+            ]),
+            true,
+        ), // two scalars
+        (
+            kv(&[k.clone(), any(string(b"v")), key(3, 0), varint(5)]),
+            true,
+        ), // key_strindex
+        (
+            kv(&[k.clone(), any(string(b"v")), key(99, 0), varint(1)]),
+            true,
+        ), // unknown field
+        (
+            kv(&[k.clone(), any([key(99, 0), varint(1)].concat())]),
+            true,
+        ), // unknown in AnyValue
+        (kv(&[vec![0x8a, 0x00, 1, b'k'], any(string(b"v"))]), true), // tag as a 2-byte varint
+        (kv(&[k.clone(), any([key(5, 2), varint(0)].concat())]), true), // empty array
+        (kv(&[string(b"\xff"), any(string(b"v"))]), false), // key not UTF-8
+        (kv(&[k.clone(), any(string(b"\xc3"))]), false), // value not UTF-8
+        (
+            kv(&[k.clone(), any([key(1, 0), varint(1)].concat())]),
+            false,
+        ), // string as varint
+        (
+            kv(&[k.clone(), any([key(4, 1), vec![0; 7]].concat())]),
+            false,
+        ), // short double
+        (
+            kv(&[k.clone(), any([key(2, 0), vec![0xff; 11]].concat())]),
+            false,
+        ), // bad varint
+        (kv(&[k.clone(), vec![0x12, 5, 0x0a, 1]]), false), // value runs past the end
+    ];
+    for (i, (span_body, accepted)) in cases.iter().enumerate() {
+        assert_eq!(assert_agrees(&with_span(span_body)), *accepted, "case {i}");
+    }
 }
 
 /// An attribute value nested `levels` arrays deep, in a span.

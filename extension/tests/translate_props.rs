@@ -28,9 +28,13 @@ use proptest::test_runner::FileFailurePersistence;
 use prost::Message;
 
 /// Regressions go to `extension/proptest-regressions/translate_props.txt` (committed).
+/// `PROPTEST_CASES`, when set, overrides `cases` (for long runs).
 fn config(cases: u32) -> ProptestConfig {
     ProptestConfig {
-        cases,
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(cases),
         max_shrink_iters: 2000,
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
             "proptest-regressions/translate_props.txt",
@@ -63,7 +67,7 @@ proptest! {
     #[test]
     fn epoch_seconds_keep_microseconds_and_order(a in 0u64..4_000_000_000_000_000_000, b in 0u64..4_000_000_000_000_000_000) {
         let (lo, hi) = (a.min(b), a.max(b));
-        let text = |n: u64| { let mut s = String::new(); write_epoch_seconds(&mut s, n); s };
+        let text = |n: u64| { let mut s = Vec::new(); write_epoch_seconds(&mut s, n); String::from_utf8(s).unwrap() };
         let (tlo, thi) = (text(lo), text(hi));
         let plo: f64 = serde_json::from_str(&tlo).unwrap();
         let phi: f64 = serde_json::from_str(&thi).unwrap();

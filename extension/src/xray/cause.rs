@@ -4,6 +4,8 @@
 //!
 //! Frames borrow from the stack trace text: parsing allocates only the frame vectors.
 
+use super::json::{rsplit_once_str, split_once_str};
+
 /// The language of the SDK that produced a span (`telemetry.sdk.language`), which decides how a
 /// stack trace is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,8 +189,8 @@ fn finish_python_block<'a>(block: &mut Parsed<'a>, exception_line: Option<&'a st
 
 /// `/var/task/app.py", line 42, in handler` (the part after `File "`).
 fn parse_python_frame(rest: &str) -> Option<Frame<'_>> {
-    let (path, rest) = rest.split_once("\", line ")?;
-    let (line, label) = match rest.split_once(", in ") {
+    let (path, rest) = split_once_str(rest, "\", line ")?;
+    let (line, label) = match split_once_str(rest, ", in ") {
         Some((n, label)) => (parse_line_number(n), label.trim_end()),
         None => (parse_line_number(rest), ""),
     };
@@ -209,7 +211,10 @@ fn parse_javascript(trace: &str) -> Parsed<'_> {
             continue;
         }
         let rest = rest.trim_end();
-        let (label, location) = match rest.strip_suffix(')').and_then(|r| r.rsplit_once(" (")) {
+        let (label, location) = match rest
+            .strip_suffix(')')
+            .and_then(|r| rsplit_once_str(r, " ("))
+        {
             Some((label, location)) => (label, location),
             None => ("", rest),
         };
@@ -244,8 +249,8 @@ fn parse_dotnet(trace: &str) -> Parsed<'_> {
         let Some(rest) = line.trim().strip_prefix("at ") else {
             continue;
         };
-        let (label, path, line) = match rest.split_once(" in ") {
-            Some((label, location)) => match location.rsplit_once(":line ") {
+        let (label, path, line) = match split_once_str(rest, " in ") {
+            Some((label, location)) => match rsplit_once_str(location, ":line ") {
                 Some((path, n)) => (label, path, parse_line_number(n)),
                 None => (label, location, None),
             },

@@ -45,18 +45,23 @@ pub fn parent_id(bytes: &[u8]) -> Parent {
 }
 
 /// Appends the X-Ray form of a trace id.
-pub fn write_xray_trace_id(out: &mut String, id: &[u8; 16]) {
-    out.push_str("1-");
+pub fn write_xray_trace_id(out: &mut Vec<u8>, id: &[u8; 16]) {
+    out.extend_from_slice(b"1-");
     write_hex(out, &id[..4]);
-    out.push('-');
+    out.push(b'-');
     write_hex(out, &id[4..]);
 }
 
 /// The X-Ray form of a trace id, `1-xxxxxxxx-xxxxxxxxxxxxxxxxxxxxxxxx`.
 pub fn xray_trace_id(id: &[u8; 16]) -> String {
-    let mut s = String::with_capacity(XRAY_TRACE_ID_LEN);
+    let mut s = Vec::with_capacity(XRAY_TRACE_ID_LEN);
     write_xray_trace_id(&mut s, id);
-    s
+    ascii_string(s)
+}
+
+/// A `String` of bytes the writers above made (ASCII).
+fn ascii_string(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_default()
 }
 
 /// Parses an X-Ray trace id back into the 16 OTLP bytes.
@@ -74,9 +79,9 @@ pub fn parse_xray_trace_id(s: &str) -> Option<[u8; 16]> {
 
 /// 16 lowercase hex characters.
 pub fn span_id_hex(id: &[u8; 8]) -> String {
-    let mut s = String::with_capacity(16);
+    let mut s = Vec::with_capacity(16);
     write_hex(&mut s, id);
-    s
+    ascii_string(s)
 }
 
 /// Parses 16 hex characters into a span id.

@@ -8,8 +8,6 @@
 //!
 //! Annotation keys may hold only `[A-Za-z0-9_]` (1 to 500 characters): anything else becomes `_`.
 
-use super::json::write_escaped;
-
 /// Longest segment name, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
 /// Longest annotation key, in characters.
@@ -39,21 +37,31 @@ pub fn is_name_char(c: char) -> bool {
         .is_ok()
 }
 
+/// A view's string as `&str`: views hold bytes checked for UTF-8 when the request was read
+/// (`otlp_wire`), so this always converts all of them; unchecked bytes would lose their
+/// invalid tail rather than reach a document.
+pub(crate) fn text(raw: &[u8]) -> &str {
+    match std::str::from_utf8(raw) {
+        Ok(s) => s,
+        Err(e) => std::str::from_utf8(&raw[..e.valid_up_to()]).unwrap_or_default(),
+    }
+}
+
 /// Appends the sanitised form of `raw` (invalid characters removed, surrounding whitespace
 /// trimmed, at most 200 characters) as the body of a JSON string. Returns `(characters written,
 /// whether characters were dropped because of the length limit)`. Writes nothing when no valid
 /// character is left.
-pub fn write_sanitised_name(out: &mut String, raw: &str) -> (usize, bool) {
-    let raw = raw.trim();
-    if raw.len() <= MAX_NAME_CHARS && raw.bytes().all(|b| b.is_ascii() && is_name_char(b as char)) {
+pub fn write_sanitised_name(out: &mut Vec<u8>, raw: impl AsRef<[u8]>) -> (usize, bool) {
+    let raw = raw.as_ref().trim_ascii();
+    if raw.len() <= MAX_NAME_CHARS && raw.iter().all(|&b| b.is_ascii() && is_name_char(b as char)) {
         // Nothing to remove and no character the JSON escaper would touch.
-        out.push_str(raw);
+        out.extend_from_slice(raw);
         return (raw.len(), false);
     }
-    let start = out.len();
+    let raw = text(raw).trim();
+    let mut name = String::new();
     let mut count = 0;
     let mut cut = false;
-    let mut buf = [0u8; 4];
     for c in raw.chars() {
         if !is_name_char(c) || (count == 0 && c.is_whitespace()) {
             continue;
@@ -62,26 +70,34 @@ pub fn write_sanitised_name(out: &mut String, raw: &str) -> (usize, bool) {
             cut = true;
             break;
         }
-        write_escaped(out, c.encode_utf8(&mut buf));
+        name.push(c);
         count += 1;
     }
     // Invalid characters removed from the end may leave whitespace there.
-    while out.len() > start && out.ends_with(char::is_whitespace) {
-        out.pop();
+    while let Some(c) = name.pop() {
+        if !c.is_whitespace() {
+            name.push(c);
+            break;
+        }
         count -= 1;
     }
+    // Name characters need no JSON escaping.
+    out.extend_from_slice(name.as_bytes());
     (count, cut)
 }
 
-/// Whether `raw` keeps at least one character once sanitised.
-pub fn has_name_char(raw: &str) -> bool {
-    raw.chars().any(is_name_char)
+/// Whether `raw` keeps at least one character once sanitised: a name character that is not
+/// whitespace (whitespace alone is trimmed away).
+pub fn has_name_char(raw: impl AsRef<[u8]>) -> bool {
+    text(raw.as_ref())
+        .chars()
+        .any(|c| is_name_char(c) && !c.is_whitespace())
 }
 
 /// Appends the annotation key for attribute `key`: characters outside `[A-Za-z0-9_]` become `_`,
 /// at most 500 characters. Returns whether it was cut. `key` must not be empty.
-pub fn write_annotation_key(out: &mut String, key: &str) -> bool {
-    for (n, c) in key.chars().enumerate() {
+pub fn write_annotation_key(out: &mut String, key: impl AsRef<[u8]>) -> bool {
+    for (n, c) in text(key.as_ref()).chars().enumerate() {
         if n == MAX_ANNOTATION_KEY_CHARS {
             return true;
         }
@@ -232,8 +248,10 @@ mod tests {
     use super::*;
 
     fn name(raw: &str) -> (String, bool) {
-        let mut s = String::new();
-        let (_, cut) = write_sanitised_name(&mut s, raw);
+        let mut s = Vec::new();
+        let (n, cut) = write_sanitised_name(&mut s, raw.as_bytes());
+        let s = String::from_utf8(s).unwrap();
+        assert_eq!(n, s.chars().count());
         (s, cut)
     }
 
@@ -266,8 +284,33 @@ mod tests {
         assert_eq!(name("<>").0, "");
         assert_eq!(name("  <weird> name {} ").0, "weird name");
         assert_eq!(name("<> x\u{3000}").0, "x");
-        assert!(!has_name_char("<>{}"));
-        assert!(has_name_char("<a>"));
+        assert!(!has_name_char(b"<>{}"));
+        assert!(has_name_char(b"<a>"));
+    }
+
+    #[test]
+    fn has_name_char_agrees_with_the_sanitiser() {
+        for raw in [
+            "",
+            " ",
+            "   ",
+            "\u{a0}",
+            "\u{3000} \u{2028}",
+            " <> ",
+            "<\u{a0}>",
+            "\u{1} \u{1}",
+            "a",
+            " a ",
+            "<>a<>",
+            "\u{a0}x\u{a0}",
+        ] {
+            let (s, _) = name(raw);
+            assert_eq!(
+                has_name_char(raw.as_bytes()),
+                !s.is_empty(),
+                "{raw:?} → {s:?}"
+            );
+        }
     }
 
     #[test]
@@ -284,7 +327,7 @@ mod tests {
     fn annotation_keys_are_sanitised() {
         let key = |k: &str| {
             let mut s = String::new();
-            let cut = write_annotation_key(&mut s, k);
+            let cut = write_annotation_key(&mut s, k.as_bytes());
             (s, cut)
         };
         assert_eq!(key("http.method").0, "http_method");

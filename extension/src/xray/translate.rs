@@ -6,12 +6,13 @@
 //! 2. A subsegment whose parent span is in the batch (same trace) is embedded in its parent's
 //!    document; otherwise it is an independent document (`type: "subsegment"`, `trace_id`,
 //!    `parent_id`). Parent cycles are broken; nesting deeper than [`MAX_EMBED_DEPTH`] is cut.
-//! 3. Each span is rendered once into one shared buffer (`segment.rs`); a span too large for a
+//! 3. Each span is rendered once into one shared byte buffer (`segment.rs`); a span too large for a
 //!    document of its own is re-rendered with less (metadata, stacks, …) until it fits, or
 //!    counted in [`Translation::too_large_spans`].
 //! 4. Bottom-up, a node whose subtree would not fit moves its largest embedded subsegments out
 //!    into independent documents until it does.
-//! 5. Documents are assembled by copying the rendered spans into one `String` each.
+//! 5. Documents are assembled by copying the rendered spans (bytes) into one buffer each, which
+//!    becomes the document's `String` after one UTF-8 check.
 //!
 //! Pure: no I/O, no clock, no globals, no randomness (exception ids are derived from span ids).
 
@@ -167,19 +168,25 @@ pub fn translate_encoded<'a>(
 ) -> Translation {
     let mut result = Translation::default();
     let mut views: Vec<RequestView<'a>> = Vec::new();
+    let mut input_bytes = 0;
     for (bytes, spans) in requests {
         match RequestView::parse(bytes) {
-            Ok(view) => views.push(view),
+            Ok(view) => {
+                views.push(view);
+                input_bytes += bytes.len();
+            }
             Err(_) => result.invalid_spans += spans,
         }
     }
     let resource_spans: Vec<&ResourceSpansView<'a>> =
         views.iter().flat_map(|v| &v.resource_spans).collect();
-    translate_views(&resource_spans, options, result)
+    translate_views(&resource_spans, input_bytes, options, result)
 }
 
+/// `input_bytes`: the size of the encoded requests, from which the rendering buffer is sized.
 fn translate_views(
     resource_spans: &[&ResourceSpansView<'_>],
+    input_bytes: usize,
     options: &TranslateOptions,
     mut result: Translation,
 ) -> Translation {
@@ -256,7 +263,9 @@ fn translate_views(
     break_cycles(&mut nodes);
 
     // 3. Render every span once into one buffer, smaller while it does not fit alone.
-    let mut arena = String::with_capacity(nodes.len() * 512);
+    // Rendered spans take 1.3 times their protobuf encoding in the bench's request: sized once,
+    // the buffer is not copied while it grows.
+    let mut arena: Vec<u8> = Vec::with_capacity((input_bytes * 2).max(nodes.len() * 512));
     let mut scratch = Scratch::default();
     for node in nodes.iter_mut() {
         let cx = SpanCtx {
@@ -389,30 +398,30 @@ fn translate_views(
                 queue.extend(kids(top));
                 continue;
             }
-            let mut json = String::with_capacity(t.size + top_overhead(t.segment));
+            let mut json: Vec<u8> = Vec::with_capacity(t.size + top_overhead(t.segment));
             let mut spans = 0;
             frames.push(Frame::Open(top));
             while let Some(frame) = frames.pop() {
                 match frame {
-                    Frame::Comma => json.push(','),
-                    Frame::Close => json.push_str("]}"),
+                    Frame::Comma => json.push(b','),
+                    Frame::Close => json.extend_from_slice(b"]}"),
                     Frame::Open(v) => {
                         let node = &nodes[v as usize];
                         spans += 1;
-                        json.push('{');
-                        json.push_str(&arena[node.start..node.head_end]);
+                        json.push(b'{');
+                        json.extend_from_slice(&arena[node.start..node.head_end]);
                         if v == top {
-                            json.push_str(TRACE_ID_PREFIX);
+                            json.extend_from_slice(TRACE_ID_PREFIX.as_bytes());
                             ids::write_xray_trace_id(&mut json, &node.trace);
-                            json.push('"');
+                            json.push(b'"');
                             if let (false, Some(parent)) = (node.segment, node.parent_id) {
-                                json.push_str(SUBSEGMENT_TYPE);
-                                json.push_str(PARENT_ID_PREFIX);
+                                json.extend_from_slice(SUBSEGMENT_TYPE.as_bytes());
+                                json.extend_from_slice(PARENT_ID_PREFIX.as_bytes());
                                 super::json::write_hex(&mut json, &parent);
-                                json.push('"');
+                                json.push(b'"');
                             }
                         }
-                        json.push_str(&arena[node.head_end..node.end]);
+                        json.extend_from_slice(&arena[node.head_end..node.end]);
                         let mut any = false;
                         for &c in kids(v).iter().rev() {
                             if nodes[c as usize].detached {
@@ -428,9 +437,9 @@ fn translate_views(
                         }
                         queue.extend(kids(v).iter().filter(|&&c| nodes[c as usize].detached));
                         if any {
-                            json.push_str(SUBSEGMENTS_OPEN);
+                            json.extend_from_slice(SUBSEGMENTS_OPEN.as_bytes());
                         } else {
-                            json.push('}');
+                            json.push(b'}');
                         }
                     }
                 }
@@ -443,12 +452,21 @@ fn translate_views(
             result.documents.push(Document {
                 trace_id: ids::xray_trace_id(&t.trace),
                 id: ids::span_id_hex(&t.id),
-                json,
+                json: document_text(json),
                 spans,
             });
         }
     }
     result
+}
+
+/// A rendered document as text: one UTF-8 check of the whole document (cheap on long text).
+/// Everything the renderer writes is ASCII or a copy of a view's string, which `otlp_wire`
+/// checked for UTF-8 when it read the request, so the check passes; were a string not UTF-8 (a
+/// view built from unchecked bytes), its bad bytes would become U+FFFD rather than reach X-Ray
+/// (none of them is `"`, `\\` or a control character, so the JSON stays well-formed).
+fn document_text(json: Vec<u8>) -> String {
+    String::from_utf8(json).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 enum Frame {
@@ -762,6 +780,71 @@ mod tests {
         let mut unnamed = sp(1, None, Internal, vec![]);
         unnamed.name = "{}<>".into();
         assert_eq!(run(vec![unnamed], vec![])[0]["name"], "span");
+    }
+
+    #[test]
+    fn documents_are_utf8_whatever_the_bytes() {
+        let ok = "{\"name\":\"caf\\u00e9 東\"}".as_bytes().to_vec();
+        assert_eq!(document_text(ok.clone()).as_bytes(), &ok[..]);
+        // Not reachable from requests (their strings are checked when read): bad bytes become
+        // U+FFFD and the JSON stays well-formed.
+        let bad = b"{\"name\":\"a\xff\xc3\"}".to_vec();
+        let text = document_text(bad);
+        let v: J = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["name"], "a\u{fffd}\u{fffd}");
+        // A request with a string that is not UTF-8 is not read: its spans count as invalid.
+        let mut span = sp(1, None, SpanKind::Server, vec![]);
+        span.name = "x".into();
+        let mut bytes = Vec::new();
+        let rs = ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        prost::encoding::message::encode(1, &rs, &mut bytes);
+        let at = bytes.iter().rposition(|&b| b == b'x').unwrap();
+        bytes[at] = 0xff;
+        let t = translate_encoded([(&bytes[..], 1)], &TranslateOptions::default());
+        assert_eq!((t.documents.len(), t.invalid_spans), (0, 1));
+    }
+
+    #[test]
+    fn an_empty_name_falls_back() {
+        use SpanKind::*;
+        // The span name empty, or nothing but characters the sanitiser removes or trims.
+        for name in ["", " ", "\u{a0}\u{3000}", " <> ", "{\u{2028}}", "\t\n"] {
+            for kind in [Server, Client, Internal] {
+                let mut span = sp(1, None, kind, vec![]);
+                span.name = name.into();
+                assert_eq!(run(vec![span], vec![])[0]["name"], "span", "{name:?}");
+            }
+        }
+        // Candidates that sanitise to nothing are skipped, down to the span name.
+        for blank in ["", " ", "\u{a0}", "<>", " {} "] {
+            for key in [
+                "peer.service",
+                "aws.service",
+                "db.name",
+                "rpc.service",
+                "http.host",
+                "net.peer.name",
+                "server.address",
+            ] {
+                let d = doc(Client, vec![s(key, blank)]);
+                assert_eq!(d["name"], "span 1", "{key}={blank:?}");
+            }
+        }
+        // A blank database name with a host: the name is not "@host".
+        let d = doc(
+            Client,
+            vec![s("db.name", " "), s("server.address", "db.internal")],
+        );
+        assert_eq!(d["name"], "db.internal");
+        // A blank host is left out of `db@host`.
+        let d = doc(Client, vec![s("db.name", "shop"), s("server.address", " ")]);
+        assert_eq!(d["name"], "shop");
     }
 
     #[test]
