@@ -82,15 +82,17 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    #[inline(always)]
     fn new(buf: &'a [u8]) -> Self {
         Reader { buf }
     }
 
+    #[inline(always)]
     fn has_remaining(&self) -> bool {
         !self.buf.is_empty()
     }
 
-    #[inline]
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64, WireError> {
         // One byte (field keys, most lengths): the common case.
         if let Some((&b, rest)) = self.buf.split_first()
@@ -120,7 +122,7 @@ impl<'a> Reader<'a> {
         Err(WireError::InvalidVarint)
     }
 
-    #[inline]
+    #[inline(always)]
     fn key(&mut self) -> Result<(u32, u8), WireError> {
         let key = self.varint()?;
         let wire = (key & 7) as u8;
@@ -130,7 +132,7 @@ impl<'a> Reader<'a> {
         Ok(((key >> 3) as u32, wire))
     }
 
-    #[inline]
+    #[inline(always)]
     fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         if n > self.buf.len() {
             return Err(WireError::Truncated);
@@ -140,7 +142,7 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    #[inline]
+    #[inline(always)]
     fn len_delimited(&mut self) -> Result<&'a [u8], WireError> {
         let len = self.varint()?;
         if len > self.buf.len() as u64 {
@@ -250,7 +252,7 @@ enum Field {
 }
 
 impl Field {
-    #[inline]
+    #[inline(always)]
     const fn wire(self) -> u8 {
         match self {
             Field::Varint => VARINT,
@@ -297,7 +299,7 @@ const TABLE: [[Field; MAX_TAG + 1]; MSGS.len()] = {
     t
 };
 
-#[inline]
+#[inline(always)]
 fn field(msg: Msg, tag: u32) -> Field {
     match TABLE[msg as usize].get(tag as usize) {
         Some(&f) => f,
@@ -409,7 +411,7 @@ fn walk(mut r: Reader<'_>, msg: Msg, ctx: u32, spans: &mut usize) -> Result<(), 
     Ok(())
 }
 
-#[inline]
+#[inline(always)]
 fn check_wire(msg: Msg, tag: u32, expected: u8, actual: u8) -> Result<(), WireError> {
     if expected == actual {
         Ok(())
@@ -423,7 +425,7 @@ fn check_wire(msg: Msg, tag: u32, expected: u8, actual: u8) -> Result<(), WireEr
     }
 }
 
-#[inline]
+#[inline(always)]
 fn utf8(bytes: &[u8], msg: Msg, tag: u32) -> Result<&str, WireError> {
     std::str::from_utf8(bytes).map_err(|_| WireError::InvalidUtf8 {
         message: msg.name(),
@@ -724,7 +726,7 @@ impl<'a> Fields<'a> {
     }
 
     /// A string field: its bytes, checked for UTF-8 (ASCII first) but not converted.
-    #[inline]
+    #[inline(always)]
     fn str(&mut self, tag: u32) -> Result<&'a [u8], WireError> {
         let b = self.r.len_delimited()?;
         if is_utf8(b) {
@@ -737,18 +739,18 @@ impl<'a> Fields<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn bytes(&mut self) -> Result<&'a [u8], WireError> {
         self.r.len_delimited()
     }
 
-    #[inline]
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64, WireError> {
         self.r.varint()
     }
 
     /// An embedded message's fields, one level deeper.
-    #[inline]
+    #[inline(always)]
     fn message(&mut self, msg: Msg) -> Result<Fields<'a>, WireError> {
         if self.ctx == 0 {
             return Err(WireError::RecursionLimit);

@@ -82,13 +82,13 @@ pub(crate) fn write_escaped(out: &mut Vec<u8>, bytes: impl AsRef<[u8]>) {
     out.extend_from_slice(&bytes[start..]);
 }
 
-#[inline]
+#[inline(always)]
 fn needs_escape(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\'
 }
 
 /// Whether any of the 8 bytes of `w` is a control character, `"` or `\\` (SWAR).
-#[inline]
+#[inline(always)]
 fn needs_escape_8(w: u64) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
