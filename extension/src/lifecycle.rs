@@ -272,12 +272,7 @@ where
 
 /// Logging for failures that happen before the configuration (and its log settings) exists.
 fn init_fallback_logging() {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .without_time()
-        .with_target(false)
-        .try_init();
+    crate::logging::init_fallback();
 }
 
 /// Registers (Lambda accepts `init/error` only from a registered extension), then reports.
