@@ -502,7 +502,7 @@ fn hex(v: &Value, path: Path<'_>) -> Result<Vec<u8>> {
     };
     let mut out = Vec::with_capacity(digits.len() / 2);
     for i in (0..digits.len()).step_by(2) {
-        out.push(nibble(i)? << 4 | nibble(i + 1)?);
+        out.push((nibble(i)? << 4) | nibble(i + 1)?);
     }
     Ok(out)
 }
@@ -539,7 +539,7 @@ fn base64(v: &Value, path: Path<'_>) -> Result<Vec<u8>> {
                 return Err(path.error(format!("not base64: {:?} at {i}", char::from(c))));
             }
         };
-        acc = (acc << 6 | u32::from(sextet)) & 0xff_ffff;
+        acc = ((acc << 6) | u32::from(sextet)) & 0xff_ffff;
         bits += 6;
         if bits >= 8 {
             bits -= 8;
