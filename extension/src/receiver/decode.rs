@@ -4,11 +4,10 @@
 //!
 //! No I/O here: bytes in, messages or [`DecodeError`]s out.
 //!
-//! OTLP/JSON follows the OTLP specification (hex trace and span ids, lowerCamelCase keys,
-//! integer enums, 64-bit integers as strings or numbers, unknown fields ignored) through
-//! `opentelemetry-proto`'s serde types. Input those types refuse but that the protobuf JSON
-//! mapping allows is accepted through a slower second pass ([`decode_request`]): `null` for any
-//! field, enum names (`"SPAN_KIND_SERVER"`), and 32-bit counters written as strings.
+//! OTLP/JSON follows the OTLP specification (hex trace and span ids, lowerCamelCase or proto field
+//! names, integer enums or their names, 64-bit integers as strings or numbers, `null` for any
+//! field, unknown fields ignored), mapped by hand in [`super::otlp_json`] rather than through
+//! `opentelemetry-proto`'s serde derives (which cost 150 KB of the binary).
 
 use std::io::Read;
 
@@ -17,10 +16,7 @@ use flate2::read::{DeflateDecoder, MultiGzDecoder, ZlibDecoder};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use prost::Message;
-use serde_json::Value;
 
 use crate::buffer::SpanBatch;
 use crate::stats::RejectReason;
@@ -274,65 +270,7 @@ pub fn decode_batch(body: Bytes, format: Format) -> Result<SpanBatch, DecodeErro
 }
 
 fn decode_json(body: &[u8]) -> Result<ExportTraceServiceRequest, DecodeError> {
-    let strict = match serde_json::from_slice::<ExportTraceServiceRequest>(body) {
-        Ok(request) => return Ok(request),
-        Err(e) => e,
-    };
-    // Syntax errors cannot be repaired; only a well-formed document gets the second pass.
-    if strict.is_syntax() || strict.is_eof() {
-        return Err(DecodeError::BadJson(strict.to_string()));
-    }
-    let mut value: Value =
-        serde_json::from_slice(body).map_err(|e| DecodeError::BadJson(e.to_string()))?;
-    if !normalise_json(&mut value) {
-        return Err(DecodeError::BadJson(strict.to_string()));
-    }
-    serde_json::from_value(value).map_err(|_| DecodeError::BadJson(strict.to_string()))
-}
-
-/// Rewrites what the protobuf JSON mapping allows and the serde types refuse. Returns whether
-/// anything changed.
-fn normalise_json(value: &mut Value) -> bool {
-    let mut changed = false;
-    match value {
-        Value::Object(map) => {
-            let before = map.len();
-            map.retain(|_, v| !v.is_null());
-            changed |= map.len() != before;
-            for (key, v) in map.iter_mut() {
-                let replacement = match (key.as_str(), &*v) {
-                    ("kind", Value::String(s)) => {
-                        SpanKind::from_str_name(s).map(|k| Value::from(k as i32))
-                    }
-                    ("code", Value::String(s)) => {
-                        StatusCode::from_str_name(s).map(|c| Value::from(c as i32))
-                    }
-                    (
-                        "droppedAttributesCount"
-                        | "droppedEventsCount"
-                        | "droppedLinksCount"
-                        | "flags",
-                        Value::String(s),
-                    ) => s.trim().parse::<u32>().ok().map(Value::from),
-                    _ => None,
-                };
-                match replacement {
-                    Some(r) => {
-                        *v = r;
-                        changed = true;
-                    }
-                    None => changed |= normalise_json(v),
-                }
-            }
-        }
-        Value::Array(items) => {
-            for item in items {
-                changed |= normalise_json(item);
-            }
-        }
-        _ => {}
-    }
-    changed
+    super::otlp_json::decode_request(body).map_err(|e| DecodeError::BadJson(e.to_string()))
 }
 
 /// `google.rpc.Status`, the body of OTLP/HTTP error responses (`details` left out).
@@ -401,6 +339,9 @@ mod tests {
     use flate2::Compression as Level;
     use flate2::write::{GzEncoder, ZlibEncoder};
     use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+    use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+    use serde_json::Value;
     use std::io::Write;
 
     fn gzip(data: &[u8]) -> Bytes {
@@ -704,16 +645,21 @@ mod tests {
     #[test]
     fn bad_json_is_malformed_with_a_useful_message() {
         let err = decode_request(br#"{"resourceSpans": ["#, Format::Json).unwrap_err();
-        assert!(matches!(err, DecodeError::BadJson(_)));
+        assert!(
+            matches!(err, DecodeError::BadJson(ref m) if m.contains("line 1")),
+            "{err}"
+        );
         assert_eq!(err.reject_reason(), RejectReason::Malformed);
+        // Errors past the syntax name the field (otlp_json.rs's tests cover every class).
         let err = decode_request(
             br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz-not-hex"}]}]}]}"#,
             Format::Json,
         )
         .unwrap_err();
-        assert!(
-            matches!(err, DecodeError::BadJson(ref m) if m.contains("line 1")),
-            "{err}"
+        assert_eq!(
+            err.to_string(),
+            "cannot decode the OTLP/JSON ExportTraceServiceRequest: \
+             resourceSpans[0].scopeSpans[0].spans[0].traceId: not hex: 'z' at 0"
         );
         let err = decode_request(b"", Format::Json).unwrap_err();
         assert!(matches!(err, DecodeError::BadJson(_)));

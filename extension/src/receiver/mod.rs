@@ -28,6 +28,7 @@
 pub mod decode;
 pub mod grpc;
 pub mod http;
+pub mod otlp_json;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
