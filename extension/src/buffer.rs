@@ -135,14 +135,7 @@ impl SpanBatch {
     }
 }
 
-/// Counts the spans in decoded resource spans.
-pub fn count_spans(resource_spans: &[ResourceSpans]) -> usize {
-    resource_spans
-        .iter()
-        .flat_map(|rs| &rs.scope_spans)
-        .map(|ss| ss.spans.len())
-        .sum()
-}
+pub use otel_xray_core::count_spans;
 
 /// Keeps the first `keep` spans, removing emptied scopes and resources. Returns the spans removed.
 fn truncate_spans(resource_spans: &mut Vec<ResourceSpans>, keep: usize) -> usize {

@@ -21,11 +21,13 @@ pub mod flush;
 pub mod lambda;
 pub mod lifecycle;
 pub mod logging;
-pub mod otlp_wire;
+/// The OTLP protobuf reader: in `otel-xray-core` (the hot path, optimised for speed).
+pub use otel_xray_core::otlp_wire;
 pub mod receiver;
 pub mod self_metrics;
 pub mod stats;
-pub mod xray;
+/// The X-Ray translator: in `otel-xray-core` (the hot path, optimised for speed).
+pub use otel_xray_core::xray;
 
 #[doc(hidden)]
 pub mod fuzzing;

@@ -9,7 +9,7 @@
 use std::io::Write as _;
 
 /// Appends `s` as a quoted JSON string.
-pub(crate) fn write_str(out: &mut Vec<u8>, s: impl AsRef<[u8]>) {
+pub fn write_str(out: &mut Vec<u8>, s: impl AsRef<[u8]>) {
     out.push(b'"');
     write_escaped(out, s);
     out.push(b'"');
@@ -17,7 +17,7 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: impl AsRef<[u8]>) {
 
 /// Appends `s` as a quoted JSON string, cut to at most `max_chars` characters. Returns whether it
 /// was cut.
-pub(crate) fn write_str_max(out: &mut Vec<u8>, s: impl AsRef<[u8]>, max_chars: usize) -> bool {
+pub fn write_str_max(out: &mut Vec<u8>, s: impl AsRef<[u8]>, max_chars: usize) -> bool {
     let (kept, cut) = truncate_chars(s.as_ref(), max_chars);
     write_str(out, kept);
     cut
@@ -25,7 +25,7 @@ pub(crate) fn write_str_max(out: &mut Vec<u8>, s: impl AsRef<[u8]>, max_chars: u
 
 /// The longest prefix of UTF-8 `s` with at most `max_chars` characters, and whether anything was
 /// cut. Characters are counted as the bytes that do not continue one (not `0b10xx_xxxx`).
-pub(crate) fn truncate_chars<S: AsRef<[u8]> + ?Sized>(s: &S, max_chars: usize) -> (&[u8], bool) {
+pub fn truncate_chars<S: AsRef<[u8]> + ?Sized>(s: &S, max_chars: usize) -> (&[u8], bool) {
     let s = s.as_ref();
     // A string of at most `max_chars` bytes has at most `max_chars` characters.
     if s.len() <= max_chars {
@@ -44,7 +44,7 @@ pub(crate) fn truncate_chars<S: AsRef<[u8]> + ?Sized>(s: &S, max_chars: usize) -
 }
 
 /// Appends the body of a JSON string (no quotes): `"`, `\\` and control characters escaped.
-pub(crate) fn write_escaped(out: &mut Vec<u8>, bytes: impl AsRef<[u8]>) {
+pub fn write_escaped(out: &mut Vec<u8>, bytes: impl AsRef<[u8]>) {
     let bytes = bytes.as_ref();
     let mut start = 0;
     let mut i = 0;
@@ -102,7 +102,7 @@ fn needs_escape_8(w: u64) -> bool {
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Appends `bytes` as lowercase hex.
-pub(crate) fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+pub fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     out.reserve(bytes.len() * 2);
     for &b in bytes {
         out.push(HEX[(b >> 4) as usize]);
@@ -112,13 +112,13 @@ pub(crate) fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// `s.split_once(pat)` for a short `pat`, without the setup of `str`'s two-way searcher (which
 /// costs more than the search on the short lines of stack traces and connection strings).
-pub(crate) fn split_once_str<'s>(s: &'s str, pat: &str) -> Option<(&'s str, &'s str)> {
+pub fn split_once_str<'s>(s: &'s str, pat: &str) -> Option<(&'s str, &'s str)> {
     let at = find_str(s, pat)?;
     Some((s.get(..at)?, s.get(at + pat.len()..)?))
 }
 
 /// `s.rsplit_once(pat)` for a short `pat` (see [`split_once_str`]).
-pub(crate) fn rsplit_once_str<'s>(s: &'s str, pat: &str) -> Option<(&'s str, &'s str)> {
+pub fn rsplit_once_str<'s>(s: &'s str, pat: &str) -> Option<(&'s str, &'s str)> {
     let (h, p) = (s.as_bytes(), pat.as_bytes());
     if p.is_empty() || p.len() > h.len() {
         return s.rsplit_once(pat);
@@ -175,14 +175,14 @@ fn format_u64(buf: &mut [u8; 20], mut n: u64) -> usize {
 }
 
 /// Appends an unsigned integer.
-pub(crate) fn write_u64(out: &mut Vec<u8>, n: u64) {
+pub fn write_u64(out: &mut Vec<u8>, n: u64) {
     let mut buf = [0u8; 20];
     let start = format_u64(&mut buf, n);
     out.extend_from_slice(&buf[start..]);
 }
 
 /// Appends a signed integer.
-pub(crate) fn write_i64(out: &mut Vec<u8>, n: i64) {
+pub fn write_i64(out: &mut Vec<u8>, n: i64) {
     if n < 0 {
         out.push(b'-');
     }
@@ -191,7 +191,7 @@ pub(crate) fn write_i64(out: &mut Vec<u8>, n: i64) {
 
 /// Appends a finite float as a JSON number (shortest representation that reads back the same);
 /// a non-finite one, which JSON cannot hold, as the string `"NaN"`, `"Infinity"` or `"-Infinity"`.
-pub(crate) fn write_f64(out: &mut Vec<u8>, f: f64) {
+pub fn write_f64(out: &mut Vec<u8>, f: f64) {
     if f.is_nan() {
         out.extend_from_slice(b"\"NaN\"");
     } else if f.is_infinite() {
@@ -243,7 +243,7 @@ pub fn write_epoch_seconds(out: &mut Vec<u8>, nanos: u64) {
 
 /// Appends `bytes` as a quoted standard base64 string (with padding), as JSON encoders do for
 /// binary values.
-pub(crate) fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) {
+pub fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) {
     const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     out.push(b'"');
     for chunk in bytes.chunks(3) {

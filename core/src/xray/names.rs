@@ -40,7 +40,7 @@ pub fn is_name_char(c: char) -> bool {
 /// A view's string as `&str`: views hold bytes checked for UTF-8 when the request was read
 /// (`otlp_wire`), so this always converts all of them; unchecked bytes would lose their
 /// invalid tail rather than reach a document.
-pub(crate) fn text(raw: &[u8]) -> &str {
+pub fn text(raw: &[u8]) -> &str {
     match std::str::from_utf8(raw) {
         Ok(s) => s,
         Err(e) => std::str::from_utf8(&raw[..e.valid_up_to()]).unwrap_or_default(),

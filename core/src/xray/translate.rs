@@ -154,7 +154,7 @@ pub fn translate(resource_spans: &[ResourceSpans], options: &TranslateOptions) -
     for rs in resource_spans {
         prost::encoding::message::encode(1, rs, &mut bytes);
     }
-    let spans = crate::buffer::count_spans(resource_spans);
+    let spans = crate::count_spans(resource_spans);
     translate_encoded([(bytes.as_slice(), spans)], options)
 }
 
@@ -510,7 +510,7 @@ fn break_cycles(nodes: &mut [Node<'_>]) {
 }
 
 #[cfg(test)]
-#[path = "../../tests/common/mod.rs"]
+#[path = "../../../extension/tests/common/mod.rs"]
 mod common;
 
 #[cfg(test)]
