@@ -90,7 +90,7 @@ done
 
 # --- build, lay out, zip -----------------------------------------------------------------------
 mkdir -p "$out"
-human() { numfmt --to=iec-i --suffix=B --format='%.2f' "$1"; }
+human() { numfmt --to=iec-i --suffix=B --round=nearest --format='%.2f' "$1"; }
 report=()
 for arch in "${arches[@]}"; do
   triple="$(triple_of "$arch")"
