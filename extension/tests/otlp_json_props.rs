@@ -8,19 +8,18 @@
 //!   (serde types plus a normalising second pass, kept below as `old_decode`) accepted, the new
 //!   one accepts with the same result, and it never panics.
 //!
-//! The request strategy is `otlp_wire_props.rs`'s, with doubles drawn so that non-finite values
-//! are marked for the JSON variants (serde_json writes them as `null`).
+//! The request strategy is `otlp_strategies/mod.rs` (shared with `otlp_wire_props.rs`), with
+//! doubles drawn so that non-finite values are marked for the JSON variants (serde_json writes
+//! them as `null`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod otlp_strategies;
+
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{
-    AnyValue, ArrayValue, EntityRef, InstrumentationScope, KeyValue, KeyValueList, any_value::Value,
-};
-use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
 use otel_xray::receiver::decode::{Format, decode_request};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -38,7 +37,7 @@ fn config(cases: u32) -> ProptestConfig {
     }
 }
 
-// ---- the request strategy (as in otlp_wire_props.rs) ---------------------------------------
+// ---- the request strategy: otlp_strategies/mod.rs, with doubles from `double` ----------------
 
 /// Stand-ins for the non-finite doubles in the serialised document (serde_json writes NaN and the
 /// infinities as `null`); [`restore_non_finite`] turns them into the JSON mapping's strings.
@@ -46,194 +45,14 @@ const NAN_MARK: f64 = 1.234_567_890_123e-300;
 const INF_MARK: f64 = 2.234_567_890_123e-300;
 const NEG_INF_MARK: f64 = 3.234_567_890_123e-300;
 
-fn double() -> impl Strategy<Value = f64> {
+fn double() -> BoxedStrategy<f64> {
     prop_oneof![
         8 => any::<f64>().prop_filter("not a marker", |d| ![NAN_MARK, INF_MARK, NEG_INF_MARK].contains(d)),
         1 => Just(f64::NAN),
         1 => Just(f64::INFINITY),
         1 => Just(f64::NEG_INFINITY),
     ]
-}
-
-fn text() -> BoxedStrategy<String> {
-    prop_oneof![
-        3 => "[a-z.]{0,8}",
-        1 => proptest::collection::vec(any::<char>(), 0..6).prop_map(|v| v.into_iter().collect()),
-    ]
     .boxed()
-}
-
-fn bytes() -> impl Strategy<Value = Vec<u8>> {
-    prop_oneof![
-        Just(Vec::new()),
-        proptest::collection::vec(any::<u8>(), 8),
-        proptest::collection::vec(any::<u8>(), 16),
-        proptest::collection::vec(any::<u8>(), 0..20),
-    ]
-}
-
-fn value() -> impl Strategy<Value = AnyValue> {
-    let leaf = prop_oneof![
-        text().prop_map(|s| Some(Value::StringValue(s))),
-        any::<bool>().prop_map(|b| Some(Value::BoolValue(b))),
-        any::<i64>().prop_map(|i| Some(Value::IntValue(i))),
-        double().prop_map(|d| Some(Value::DoubleValue(d))),
-        bytes().prop_map(|b| Some(Value::BytesValue(b))),
-        any::<i32>().prop_map(|i| Some(Value::StringValueStrindex(i))),
-        Just(None),
-    ]
-    .prop_map(|value| AnyValue { value });
-    leaf.prop_recursive(4, 24, 4, |inner| {
-        prop_oneof![
-            proptest::collection::vec(inner.clone(), 0..4).prop_map(|values| AnyValue {
-                value: Some(Value::ArrayValue(ArrayValue { values }))
-            }),
-            proptest::collection::vec(key_value_with(inner), 0..4).prop_map(|values| AnyValue {
-                value: Some(Value::KvlistValue(KeyValueList { values }))
-            }),
-        ]
-    })
-}
-
-fn key_value_with(v: impl Strategy<Value = AnyValue>) -> impl Strategy<Value = KeyValue> {
-    (text(), proptest::option::of(v), any::<i32>()).prop_map(|(key, value, key_strindex)| {
-        KeyValue {
-            key,
-            value,
-            key_strindex,
-        }
-    })
-}
-
-fn attributes() -> impl Strategy<Value = Vec<KeyValue>> {
-    proptest::collection::vec(key_value_with(value()), 0..4)
-}
-
-fn span() -> impl Strategy<Value = Span> {
-    (
-        (bytes(), bytes(), text(), bytes(), any::<u32>(), text()),
-        (
-            any::<i32>(),
-            any::<u64>(),
-            any::<u64>(),
-            attributes(),
-            any::<u32>(),
-        ),
-        (
-            proptest::collection::vec((any::<u64>(), text(), attributes(), any::<u32>()), 0..3),
-            any::<u32>(),
-            proptest::collection::vec(
-                (
-                    bytes(),
-                    bytes(),
-                    text(),
-                    attributes(),
-                    any::<u32>(),
-                    any::<u32>(),
-                ),
-                0..3,
-            ),
-            any::<u32>(),
-            proptest::option::of((text(), any::<i32>())),
-        ),
-    )
-        .prop_map(
-            |(
-                (trace_id, span_id, trace_state, parent_span_id, flags, name),
-                (kind, start, end, attributes, dropped_attributes_count),
-                (events, dropped_events_count, links, dropped_links_count, status),
-            )| Span {
-                trace_id,
-                span_id,
-                trace_state,
-                parent_span_id,
-                flags,
-                name,
-                kind,
-                start_time_unix_nano: start,
-                end_time_unix_nano: end,
-                attributes,
-                dropped_attributes_count,
-                events: events
-                    .into_iter()
-                    .map(|(time_unix_nano, name, attributes, d)| span::Event {
-                        time_unix_nano,
-                        name,
-                        attributes,
-                        dropped_attributes_count: d,
-                    })
-                    .collect(),
-                dropped_events_count,
-                links: links
-                    .into_iter()
-                    .map(
-                        |(trace_id, span_id, trace_state, attributes, d, flags)| span::Link {
-                            trace_id,
-                            span_id,
-                            trace_state,
-                            attributes,
-                            dropped_attributes_count: d,
-                            flags,
-                        },
-                    )
-                    .collect(),
-                dropped_links_count,
-                status: status.map(|(message, code)| Status { message, code }),
-            },
-        )
-}
-
-fn request() -> impl Strategy<Value = ExportTraceServiceRequest> {
-    let entity = (text(), text(), proptest::collection::vec(text(), 0..3)).prop_map(
-        |(schema_url, r#type, id_keys)| EntityRef {
-            schema_url,
-            r#type,
-            description_keys: id_keys.iter().rev().cloned().collect(),
-            id_keys,
-        },
-    );
-    let resource = (
-        attributes(),
-        any::<u32>(),
-        proptest::collection::vec(entity, 0..2),
-    )
-        .prop_map(
-            |(attributes, dropped_attributes_count, entity_refs)| Resource {
-                attributes,
-                dropped_attributes_count,
-                entity_refs,
-            },
-        );
-    let scope = (text(), text(), attributes(), any::<u32>()).prop_map(
-        |(name, version, attributes, dropped_attributes_count)| InstrumentationScope {
-            name,
-            version,
-            attributes,
-            dropped_attributes_count,
-        },
-    );
-    let scope_spans = (
-        proptest::option::of(scope),
-        proptest::collection::vec(span(), 0..4),
-        text(),
-    )
-        .prop_map(|(scope, spans, schema_url)| ScopeSpans {
-            scope,
-            spans,
-            schema_url,
-        });
-    let resource_spans = (
-        proptest::option::of(resource),
-        proptest::collection::vec(scope_spans, 0..3),
-        text(),
-    )
-        .prop_map(|(resource, scope_spans, schema_url)| ResourceSpans {
-            resource,
-            scope_spans,
-            schema_url,
-        });
-    proptest::collection::vec(resource_spans, 0..3)
-        .prop_map(|resource_spans| ExportTraceServiceRequest { resource_spans })
 }
 
 // ---- helpers ---------------------------------------------------------------------------------
@@ -604,7 +423,7 @@ proptest! {
 
     #[test]
     fn serde_serialised_requests_decode_to_the_same_request(
-        req in request(),
+        req in otlp_strategies::request(double),
         variant in variant(),
     ) {
         let mut doc = serde_json_of(&req);
@@ -619,7 +438,7 @@ proptest! {
 
     #[test]
     fn what_the_previous_decoder_accepted_decodes_the_same(
-        req in request(),
+        req in otlp_strategies::request(double),
         edits in proptest::collection::vec((any::<usize>(), json_scalar()), 1..4),
     ) {
         let req = without_strindex_values(req);
