@@ -1,6 +1,7 @@
 //! The X-Ray daemon exporter: one UDP datagram per document, `{"format": "json", "version": 1}\n`
 //! followed by the document, to `AWS_XRAY_DAEMON_ADDRESS` (Lambda runs the daemon when active
-//! tracing is on). Datagrams leave up to 64 at a time with `sendmmsg` (docs/performance.md,
+//! tracing is on). Datagrams leave up to 64 at a time with the `sendmmsg` system call itself
+//! (rustix; musl's `sendmmsg` on 64-bit targets is a loop of `sendmsg` calls: docs/performance.md,
 //! "Daemon exporter"), each still accounted for on its own.
 //!
 //! The socket is bound once, on the first export, and connected to the daemon: on a connected
@@ -10,9 +11,8 @@
 
 use std::io::IoSlice;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::AsRawFd as _;
 
-use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
+use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags, sendmmsg};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::OnceCell;
@@ -135,7 +135,7 @@ impl DaemonExporter {
                     next += 1;
                     failed = true;
                     size = 1;
-                    if error.raw_os_error() == Some(nix::libc::EMSGSIZE) {
+                    if error.raw_os_error() == Some(rustix::io::Errno::MSGSIZE.raw_os_error()) {
                         self.too_large(&mut report, doc);
                         continue;
                     }
@@ -199,19 +199,19 @@ impl DaemonExporter {
 /// Datagrams handed to the kernel in one `sendmmsg` call.
 const BATCH: usize = 64;
 
-/// What one `sendmmsg` call needs besides the datagrams, and the bytes sent of each datagram
-/// the last call sent. (The message headers themselves hold raw pointers, which are not `Send`:
-/// they are built inside each call instead of living across an `await`.)
+/// The bytes sent of each datagram the last `sendmmsg` call sent. (The message headers hold
+/// pointers into the datagrams: they are built inside each call instead of living across an
+/// `await`.)
 struct Batch {
-    /// No address: the socket is connected.
-    addresses: Vec<Option<SockaddrStorage>>,
+    /// How many datagrams one call takes (≤ [`BATCH`]).
+    size: usize,
     sent: [usize; BATCH],
 }
 
 impl Batch {
     fn new(size: usize) -> Self {
         Batch {
-            addresses: vec![None; size.clamp(1, BATCH)],
+            size: size.clamp(1, BATCH),
             sent: [0; BATCH],
         }
     }
@@ -224,28 +224,23 @@ impl Batch {
         socket: &UdpSocket,
         datagrams: &[[IoSlice<'_>; 2]],
     ) -> std::io::Result<&[usize]> {
-        let datagrams = &datagrams[..datagrams.len().min(self.addresses.len())];
-        let fd = socket.as_raw_fd();
+        let datagrams = &datagrams[..datagrams.len().min(self.size)];
         loop {
             socket.writable().await?;
-            let addresses = &self.addresses[..datagrams.len()];
             let sent = &mut self.sent;
             let result = socket.try_io(Interest::WRITABLE, || {
-                let mut headers =
-                    MultiHeaders::<SockaddrStorage>::preallocate(datagrams.len(), None);
-                let results = sendmmsg(
-                    fd,
-                    &mut headers,
-                    datagrams,
-                    addresses,
-                    [] as [ControlMessage<'_>; 0],
-                    MsgFlags::empty(),
-                )
-                .map_err(std::io::Error::from)?;
-                let mut n = 0;
-                for (slot, message) in sent.iter_mut().zip(results) {
-                    *slot = message.bytes;
-                    n += 1;
+                // No ancillary data; the socket is connected, so no addresses either.
+                let mut controls: [SendAncillaryBuffer<'_, '_, '_>; BATCH] =
+                    std::array::from_fn(|_| SendAncillaryBuffer::default());
+                let mut headers: Vec<MMsgHdr<'_>> = datagrams
+                    .iter()
+                    .zip(controls.iter_mut())
+                    .map(|(datagram, control)| MMsgHdr::new(datagram, control))
+                    .collect();
+                let n = sendmmsg(socket, &mut headers, SendFlags::empty())
+                    .map_err(std::io::Error::from)?;
+                for (slot, header) in sent.iter_mut().zip(&headers[..n]) {
+                    *slot = header.bytes_sent();
                 }
                 Ok(n)
             });
