@@ -90,7 +90,7 @@ impl DaemonExporter {
             .iter()
             .map(|doc| [IoSlice::new(HEADER), IoSlice::new(doc.json.as_bytes())])
             .collect();
-        let mut batch = Batch::new(datagrams.len().min(BATCH));
+        let mut batch = Batch::default();
         // The first datagram goes alone, and after any error one at a time: the kernel reports
         // an ICMP "port unreachable" (no daemon) on the next call, not within a batch, so a
         // missing daemon is still noticed after one datagram, as with one send per datagram.
@@ -203,19 +203,16 @@ const BATCH: usize = 64;
 /// pointers into the datagrams: they are built inside each call instead of living across an
 /// `await`.)
 struct Batch {
-    /// How many datagrams one call takes (≤ [`BATCH`]).
-    size: usize,
     sent: [usize; BATCH],
 }
 
-impl Batch {
-    fn new(size: usize) -> Self {
-        Batch {
-            size: size.clamp(1, BATCH),
-            sent: [0; BATCH],
-        }
+impl Default for Batch {
+    fn default() -> Self {
+        Batch { sent: [0; BATCH] }
     }
+}
 
+impl Batch {
     /// Sends up to [`BATCH`] datagrams with one `sendmmsg`, waiting until the socket is
     /// writable. Returns the bytes sent of each datagram that went out, in order (a prefix of
     /// `datagrams`), or the error of the first datagram when none did.
@@ -224,7 +221,7 @@ impl Batch {
         socket: &UdpSocket,
         datagrams: &[[IoSlice<'_>; 2]],
     ) -> std::io::Result<&[usize]> {
-        let datagrams = &datagrams[..datagrams.len().min(self.size)];
+        let datagrams = &datagrams[..datagrams.len().min(BATCH)];
         loop {
             socket.writable().await?;
             let sent = &mut self.sent;
