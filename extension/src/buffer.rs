@@ -5,6 +5,11 @@
 //! are kept, the rest are refused (the receiver answers OTLP `partial_success`) and counted as
 //! dropped with [`DropReason::BufferFull`]. Every span pushed is counted as received here, so
 //! `received == exported + dropped + buffered` holds at all times.
+//!
+//! With the X-Ray exporters the buffer also translates ahead ([`spawn_preparing`]): whenever it
+//! has nothing else to do, it turns one buffered request into its X-Ray documents
+//! ([`EncodedRequest::prepared`]), so that a flush at the end of an invocation mostly sends what is
+//! ready instead of translating on the critical path (docs/performance.md, "Translating ahead").
 
 use std::sync::Arc;
 
@@ -12,11 +17,13 @@ use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prost::Message as _;
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::lambda::invocation_span::SCOPE_NAME;
 use crate::stats::{DropReason, Stats};
+use crate::xray::{TranslateOptions, Translation};
 
 /// One OTLP `ExportTraceServiceRequest` as protobuf bytes: a received body (validated, not
 /// decoded) or spans the extension encoded when it pushed them.
@@ -29,6 +36,11 @@ pub struct EncodedRequest {
     /// Holds spans of the extension's own invocation scope ([`SCOPE_NAME`]): the proxy's spans,
     /// which a flush may merge into the function's own (`merge_encoded_function_spans`).
     pub proxy_spans: bool,
+    /// This request alone translated to X-Ray documents while it waited ([`spawn_preparing`]);
+    /// the exporter sends these instead of translating `bytes` again. `bytes` stays: the
+    /// proxy-span merge searches it, and a request the merge changes is encoded anew, without
+    /// documents.
+    pub prepared: Option<Box<Translation>>,
 }
 
 impl EncodedRequest {
@@ -51,6 +63,7 @@ pub fn encode_request(resource_spans: Vec<ResourceSpans>) -> EncodedRequest {
         bytes: Bytes::from(request.encode_to_vec()),
         spans,
         proxy_spans,
+        prepared: None,
     }
 }
 
@@ -79,6 +92,7 @@ impl SpanBatch {
             bytes,
             spans,
             proxy_spans: false,
+            prepared: None,
         }])
     }
 
@@ -251,6 +265,19 @@ impl BufferHandle {
 
 /// Starts the buffer task on the current runtime.
 pub fn spawn(max_spans: usize, stats: Arc<Stats>) -> (BufferHandle, JoinHandle<()>) {
+    spawn_preparing(max_spans, stats, None)
+}
+
+/// [`spawn`], translating ahead with `prepare` (the X-Ray exporters' options): when no command
+/// is waiting, the task yields once (so that the receivers answer their clients first), then
+/// translates the oldest request not yet translated, one request at a time. A drain waits for at
+/// most that one request. At most [`PREPARE_AHEAD_SPANS`] spans are held translated; requests
+/// after those are translated by the flush, a chunk at a time, as without translating ahead.
+pub fn spawn_preparing(
+    max_spans: usize,
+    stats: Arc<Stats>,
+    prepare: Option<TranslateOptions>,
+) -> (BufferHandle, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(256);
     let pressure = Arc::new(Notify::new());
     let owner = BufferOwner {
@@ -258,6 +285,9 @@ pub fn spawn(max_spans: usize, stats: Arc<Stats>) -> (BufferHandle, JoinHandle<(
         batch: SpanBatch::default(),
         stats: Arc::clone(&stats),
         pressure: Arc::clone(&pressure),
+        prepare,
+        prepared_up_to: 0,
+        prepared_spans: 0,
     };
     let task = tokio::spawn(owner.run(rx));
     (
@@ -275,25 +305,46 @@ struct BufferOwner {
     batch: SpanBatch,
     stats: Arc<Stats>,
     pressure: Arc<Notify>,
+    /// Translate ahead with these options (X-Ray exporters), or not at all.
+    prepare: Option<TranslateOptions>,
+    /// Requests of `batch` before this index have been looked at for translating ahead.
+    prepared_up_to: usize,
+    /// Spans of `batch` held translated.
+    prepared_spans: usize,
 }
+
+/// Most spans the buffer holds translated ahead: the documents of one flush chunk
+/// ([`crate::export::TRANSLATE_CHUNK_SPANS`]), so that translating ahead adds at most one chunk's
+/// documents to the buffer's memory, and a large flush still translates in chunks.
+pub const PREPARE_AHEAD_SPANS: usize = crate::export::TRANSLATE_CHUNK_SPANS;
 
 impl BufferOwner {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        while let Some(cmd) = rx.recv().await {
-            match cmd {
-                Command::Push(batch, reply) => {
-                    let outcome = self.push(batch);
-                    let _ = reply.send(outcome);
+        let mut yielded = false;
+        loop {
+            if self.prepare.is_none() || self.prepared_up_to >= self.batch.requests.len() {
+                // Nothing to translate ahead: wait for a command.
+                match rx.recv().await {
+                    Some(cmd) => self.handle(cmd),
+                    None => break,
                 }
-                Command::Drain(reply) => {
-                    let taken = std::mem::take(&mut self.batch);
-                    if let Err(taken) = reply.send(taken) {
-                        // The flusher went away: keep the spans for the next one.
-                        self.batch.append(taken);
-                    }
+                continue;
+            }
+            match rx.try_recv() {
+                Ok(cmd) => {
+                    self.handle(cmd);
+                    yielded = false;
                 }
-                Command::Len(reply) => {
-                    let _ = reply.send(self.batch.spans);
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) if !yielded => {
+                    // Let the tasks woken by the last reply (a receiver answering its client)
+                    // and pending I/O go first; translating is for when nothing else waits.
+                    tokio::task::yield_now().await;
+                    yielded = true;
+                }
+                Err(TryRecvError::Empty) => {
+                    self.prepare_next();
+                    yielded = false;
                 }
             }
         }
@@ -302,6 +353,49 @@ impl BufferOwner {
             self.stats
                 .add_dropped(DropReason::Shutdown, self.batch.spans as u64);
         }
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Push(batch, reply) => {
+                let outcome = self.push(batch);
+                let _ = reply.send(outcome);
+            }
+            Command::Drain(reply) => {
+                let taken = std::mem::take(&mut self.batch);
+                self.prepared_up_to = 0;
+                self.prepared_spans = 0;
+                if let Err(taken) = reply.send(taken) {
+                    // The flusher went away: keep the spans for the next one.
+                    self.batch.append(taken);
+                }
+            }
+            Command::Len(reply) => {
+                let _ = reply.send(self.batch.spans);
+            }
+        }
+    }
+
+    /// Translates the oldest request not yet translated, on its own, unless that would hold more
+    /// than [`PREPARE_AHEAD_SPANS`] spans translated: then nothing more is, until the next drain.
+    fn prepare_next(&mut self) {
+        let Some(options) = &self.prepare else {
+            return;
+        };
+        let Some(request) = self.batch.requests.get_mut(self.prepared_up_to) else {
+            return;
+        };
+        if request.prepared.is_none() {
+            if self.prepared_spans + request.spans > PREPARE_AHEAD_SPANS {
+                self.prepared_up_to = usize::MAX;
+                return;
+            }
+            let translation =
+                crate::export::translate_requests(std::slice::from_ref(request), options);
+            request.prepared = Some(Box::new(translation));
+        }
+        self.prepared_spans += request.spans;
+        self.prepared_up_to += 1;
     }
 
     fn push(&mut self, mut batch: SpanBatch) -> PushOutcome {
@@ -440,6 +534,85 @@ mod tests {
         assert_eq!(snap.received, 12);
         assert_eq!(snap.dropped(DropReason::BufferFull), 2);
         assert_eq!(snap.in_flight(), 10);
+    }
+
+    /// `traces` traces of a SERVER span and a child each, with valid ids.
+    fn traced(traces: u8) -> SpanBatch {
+        let spans = (0..traces)
+            .flat_map(|t| {
+                let trace_id = vec![t + 1; 16];
+                let span = |id: u8, parent: Vec<u8>, kind: i32| Span {
+                    trace_id: trace_id.clone(),
+                    span_id: vec![id; 8],
+                    parent_span_id: parent,
+                    name: format!("t{t}s{id}"),
+                    kind,
+                    start_time_unix_nano: 1_700_000_000_000_000_000,
+                    end_time_unix_nano: 1_700_000_000_050_000_000,
+                    ..Default::default()
+                };
+                vec![span(1, Vec::new(), 2), span(2, vec![1; 8], 3)]
+            })
+            .collect();
+        SpanBatch::new(vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }])
+    }
+
+    // With the clock paused, a sleep ends only once every other task is idle: the buffer task
+    // has translated all it would.
+    #[tokio::test(start_paused = true)]
+    async fn translates_ahead_when_idle_one_request_at_a_time() {
+        let options = TranslateOptions::default();
+        let stats = Arc::new(Stats::default());
+        let (h, _task) = spawn_preparing(100, Arc::clone(&stats), Some(options.clone()));
+        let (first, second) = (traced(2), traced(3));
+        h.push(first.clone()).await.unwrap();
+        h.push(second.clone()).await.unwrap();
+        // The buffer task runs whenever this one waits.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let drained = h.drain().await.unwrap();
+        assert_eq!(drained.spans, 10);
+        for (got, pushed) in drained.requests.iter().zip([&first, &second]) {
+            // The bytes stay (the proxy-span merge reads them); the documents are this request's
+            // own translation.
+            assert_eq!(got.bytes, pushed.requests[0].bytes);
+            let expected = crate::export::translate_requests(&pushed.requests, &options);
+            assert!(!expected.documents.is_empty());
+            assert_eq!(got.prepared.as_deref(), Some(&expected));
+            assert_eq!(expected.spans(), got.spans);
+        }
+
+        // At most PREPARE_AHEAD_SPANS spans are held translated; the rest waits for the flush.
+        let (h, _task) = spawn_preparing(10_000, Arc::clone(&stats), Some(options.clone()));
+        for _ in 0..5 {
+            h.push(traced(250)).await.unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let drained = h.drain().await.unwrap();
+        let prepared: Vec<bool> = drained
+            .requests
+            .iter()
+            .map(|r| r.prepared.is_some())
+            .collect();
+        assert_eq!(PREPARE_AHEAD_SPANS, 2_000);
+        assert_eq!(prepared, [true, true, true, true, false]);
+        // After a drain, translating ahead starts again.
+        h.push(traced(1)).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(h.drain().await.unwrap().requests[0].prepared.is_some());
+
+        // Without options nothing is translated ahead.
+        let (h, _task) = spawn(100, stats);
+        h.push(traced(1)).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let drained = h.drain().await.unwrap();
+        assert_eq!(drained.spans, 2);
+        assert!(drained.requests[0].prepared.is_none());
     }
 
     #[tokio::test]

@@ -53,8 +53,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::buffer::{self, BufferHandle, SpanBatch};
 use crate::config::{
-    AWS_LAMBDA_RUNTIME_API, Config, OTEL_XRAY_GRPC_PORT, OTEL_XRAY_HTTP_PORT, OTEL_XRAY_PROXY,
-    OTEL_XRAY_PROXY_PORT,
+    AWS_LAMBDA_RUNTIME_API, Config, ExporterKind, OTEL_XRAY_GRPC_PORT, OTEL_XRAY_HTTP_PORT,
+    OTEL_XRAY_PROXY, OTEL_XRAY_PROXY_PORT,
 };
 use crate::export::{ExportReport, Exporter};
 use crate::flush::{FlushPolicy, FlushReason};
@@ -381,7 +381,12 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
     // Spawn the buffer and the servers.
     let root = CancellationToken::new();
     let stats = Arc::new(Stats::default());
-    let (buffer, buffer_task) = buffer::spawn(config.buffer_max_spans, Arc::clone(&stats));
+    // The X-Ray exporters' buffer translates requests ahead, while the function runs, so that
+    // the flush at the end of an invocation mostly only sends (docs/performance.md).
+    let prepare =
+        (exporter.kind() != ExporterKind::Otlp).then(|| exporter.translate_options().clone());
+    let (buffer, buffer_task) =
+        buffer::spawn_preparing(config.buffer_max_spans, Arc::clone(&stats), prepare);
     let mut servers = JoinSet::new();
     let otlp_http_addr = receivers.http.as_ref().and_then(|l| l.local_addr().ok());
     let otlp_grpc_addr = receivers.grpc.as_ref().and_then(|l| l.local_addr().ok());

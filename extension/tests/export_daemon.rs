@@ -202,3 +202,53 @@ async fn the_configured_exporter_sends_what_translate_produces() {
         "every span accounted for: {report:?}"
     );
 }
+
+#[tokio::test]
+async fn requests_translated_ahead_are_sent_as_prepared_and_the_rest_translated() {
+    let daemon = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = daemon.local_addr().unwrap().to_string();
+    let (config, _) = Config::from_lookup(|k| match k {
+        "AWS_XRAY_DAEMON_ADDRESS" => Some(addr.clone()),
+        _ => None,
+    })
+    .unwrap();
+    let exporter = Exporter::from_config(&config).unwrap();
+    let options = exporter.translate_options().clone();
+
+    // Request 1 was translated ahead with every attribute indexed, so its documents differ from
+    // what the exporter's own options make: they show which documents were sent. It also holds
+    // a span with no valid ids, which its translation counts as invalid.
+    let mut ahead_rs = resource_spans(1);
+    ahead_rs[0].scope_spans[0]
+        .spans
+        .push(opentelemetry_proto::tonic::trace::v1::Span {
+            name: "no ids".into(),
+            ..Default::default()
+        });
+    let ahead_options = otel_xray::xray::TranslateOptions {
+        index_all_attributes: true,
+        ..options.clone()
+    };
+    let mut ahead = SpanBatch::new(ahead_rs.clone());
+    let prepared = translate(&ahead_rs, &ahead_options);
+    assert_eq!(prepared.invalid_spans, 1);
+    assert_ne!(prepared, translate(&ahead_rs, &options));
+    ahead.requests[0].prepared = Some(Box::new(prepared.clone()));
+    // Request 2 was not translated ahead (it came just before the flush).
+    let late_rs = resource_spans(2);
+    let late = SpanBatch::new(late_rs.clone());
+
+    let mut batch = ahead.clone();
+    batch.append(late.clone());
+    let report = exporter.export(batch.clone(), soon()).await;
+    let got = receive(&daemon, 1000, Duration::from_millis(300)).await;
+    let mut arrived: Vec<String> = got.iter().map(|d| decode(d)).collect();
+    let mut expected = jsons(&prepared.documents);
+    expected.extend(jsons(&translate(&late_rs, &options).documents));
+    arrived.sort();
+    expected.sort();
+    assert_eq!(arrived, expected);
+    assert_eq!(report.dropped(DropReason::InvalidSpan), 1);
+    assert_eq!(report.exported, batch.spans - 1);
+    assert_eq!(report.spans(), batch.spans, "{report:?}");
+}

@@ -84,6 +84,24 @@ pub struct Translation {
     pub truncated_values: usize,
 }
 
+impl Translation {
+    /// Moves `other`'s documents and counts into `self` (translations of separate batches sent
+    /// together).
+    pub fn append(&mut self, mut other: Translation) {
+        self.documents.append(&mut other.documents);
+        self.invalid_spans += other.invalid_spans;
+        self.too_large_spans += other.too_large_spans;
+        self.truncated_values += other.truncated_values;
+    }
+
+    /// Spans the translation accounts for: in its documents, invalid, or too large.
+    pub fn spans(&self) -> usize {
+        self.documents.iter().map(|d| d.spans).sum::<usize>()
+            + self.invalid_spans
+            + self.too_large_spans
+    }
+}
+
 const NONE: u32 = u32::MAX;
 
 const TRACE_ID_PREFIX: &str = ",\"trace_id\":\"";

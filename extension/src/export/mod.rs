@@ -335,25 +335,32 @@ impl Exporter {
             Backend::Daemon(_) | Backend::Api(_) => {
                 // Translated and sent a chunk at a time, each chunk's requests freed as soon as
                 // it is translated: a large flush never holds all its documents at once
-                // (docs/performance.md). Traces stay whole within a chunk of whole requests.
+                // (docs/performance.md). Traces stay whole within a chunk of whole requests;
+                // requests the buffer translated ahead bring their own documents.
                 let mut report = ExportReport::default();
                 let mut rest = batch.requests.into_iter();
                 loop {
                     let mut chunk = Vec::new();
+                    let mut ready = Translation::default();
                     let mut spans = 0;
-                    for request in rest.by_ref() {
+                    for mut request in rest.by_ref() {
                         spans += request.spans;
-                        chunk.push(request);
+                        match request.prepared.take() {
+                            Some(prepared) => ready.append(*prepared),
+                            None => chunk.push(request),
+                        }
                         if spans >= TRANSLATE_CHUNK_SPANS {
                             break;
                         }
                     }
-                    if chunk.is_empty() {
+                    if spans == 0 {
                         break;
                     }
-                    let translation = translate_requests(&chunk, &self.translate);
-                    drop(chunk);
-                    report.merge(self.send_translation(&translation, deadline).await);
+                    if !chunk.is_empty() {
+                        ready.append(translate_requests(&chunk, &self.translate));
+                        drop(chunk);
+                    }
+                    report.merge(self.send_translation(&ready, deadline).await);
                 }
                 report
             }

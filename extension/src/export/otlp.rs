@@ -761,6 +761,7 @@ mod tests {
             bytes: Bytes::from_static(&[0x0a, 0x05, 0x01]),
             spans: 9,
             proxy_spans: false,
+            prepared: None,
         };
         let plan = super::plan(vec![broken, small], 5, MAX_REQUEST_BYTES);
         assert_eq!(plan.undecodable, 9);

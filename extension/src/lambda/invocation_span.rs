@@ -1147,6 +1147,14 @@ mod tests {
                 for chunk in b[1].scope_spans[0].spans.chunks(per_request) {
                     requests.push(crate::buffer::encode_request(vec![rs("sdk", chunk.to_vec())]));
                 }
+                // Every request was translated ahead (the marker stands for its documents).
+                for r in &mut requests {
+                    r.prepared = Some(Box::new(crate::xray::Translation {
+                        invalid_spans: r.spans,
+                        ..Default::default()
+                    }));
+                }
+                let originals = requests.clone();
                 let mut encoded = SpanBatch::from_requests(requests);
                 let spans_before = encoded.spans;
                 let mut decoded = encoded.decode().unwrap();
@@ -1154,6 +1162,15 @@ mod tests {
                 let removed = merge_function_spans(&mut decoded, &mut r1);
                 let removed_encoded = merge_encoded_function_spans(&mut encoded, &mut r2);
                 prop_assert_eq!(removed, removed_encoded);
+                // A request the merge changed has no documents, so the flush translates what it
+                // now holds; one it left alone keeps its own (or, read and encoded again, none).
+                for r in &encoded.requests {
+                    match originals.iter().find(|o| o.bytes == r.bytes) {
+                        Some(o) if r.prepared.is_some() => prop_assert_eq!(&r.prepared, &o.prepared),
+                        Some(_) => {}
+                        None => prop_assert!(r.prepared.is_none()),
+                    }
+                }
                 prop_assert_eq!(encoded.spans, spans_before - removed);
                 prop_assert_eq!(all(&encoded.decode().unwrap()), all(&decoded));
                 // The request that could not take part was not decoded and encoded again.
