@@ -29,6 +29,8 @@ LAYOUT = {"extensions/otel-xray", "otel-xray-wrapper"}
 MACHINE = {"x86_64": 0x3E, "arm64": 0xB7}
 # Lambda's limits on a layer: 50 MB zipped (direct upload), 250 MB unzipped with the function.
 LAMBDA_ZIP_LIMIT = 50 * 1000 * 1000
+# The project's own size budget (issue 7, docs/performance.md "Size"): each binary as shipped.
+SIZE_BUDGET = {"extensions/otel-xray": 3 * 1024 * 1024, "otel-xray-wrapper": 500 * 1024}
 # The sample function of template.yaml and examples/terraform, run by the real awslambdaric.
 PY_EXAMPLE = os.path.join(ROOT, "examples", "python-function")
 NODE_EXAMPLE = os.path.join(ROOT, "examples", "node-function")
@@ -120,6 +122,9 @@ def test_zip_layout_modes_and_binaries(arch):
             assert stat.S_ISREG(mode), (info.filename, oct(mode))
             assert stat.S_IMODE(mode) == 0o755, (info.filename, oct(mode))
             data = z.read(info)
+            assert len(data) <= SIZE_BUDGET[info.filename], (
+                "%s is %d bytes, over its budget of %d (docs/performance.md, \"Size\")"
+                % (info.filename, len(data), SIZE_BUDGET[info.filename]))
             machine, interp, needed = elf_facts(data)
             assert machine == MACHINE[arch], (info.filename, hex(machine))
             # Statically linked (musl): no dynamic loader, no shared library, so no glibc version
