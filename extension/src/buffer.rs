@@ -6,8 +6,8 @@
 //! dropped with [`DropReason::BufferFull`]. Every span pushed is counted as received here, so
 //! `received == exported + dropped + buffered` holds at all times.
 //!
-//! With the X-Ray exporters the buffer also translates ahead ([`spawn_preparing`]): whenever it
-//! has nothing else to do, it turns one buffered request into its X-Ray documents
+//! With the X-Ray exporters the buffer also translates ahead ([`spawn_preparing`]): once no request
+//! has come for a moment, it turns one buffered request at a time into its X-Ray documents
 //! ([`EncodedRequest::prepared`]), so that a flush at the end of an invocation mostly sends what is
 //! ready instead of translating on the critical path (docs/performance.md, "Translating ahead").
 
@@ -17,7 +17,6 @@ use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prost::Message as _;
-use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -268,10 +267,9 @@ pub fn spawn(max_spans: usize, stats: Arc<Stats>) -> (BufferHandle, JoinHandle<(
     spawn_preparing(max_spans, stats, None)
 }
 
-/// [`spawn`], translating ahead with `prepare` (the X-Ray exporters' options): when no command
-/// is waiting, the task yields once (so that the receivers answer their clients first), then
-/// translates the oldest request not yet translated, one request at a time. A drain waits for at
-/// most that one request. At most [`PREPARE_AHEAD_SPANS`] spans are held translated; requests
+/// [`spawn`], translating ahead with `prepare` (the X-Ray exporters' options): once no request
+/// has been pushed for [`PREPARE_QUIET`], the task translates the oldest request not yet
+/// translated, one request at a time, commands first. A drain waits for at most that one request. At most [`PREPARE_AHEAD_SPANS`] spans are held translated; requests
 /// after those are translated by the flush, a chunk at a time, as without translating ahead.
 pub fn spawn_preparing(
     max_spans: usize,
@@ -288,6 +286,7 @@ pub fn spawn_preparing(
         prepare,
         prepared_up_to: 0,
         prepared_spans: 0,
+        last_push: tokio::time::Instant::now(),
     };
     let task = tokio::spawn(owner.run(rx));
     (
@@ -311,7 +310,18 @@ struct BufferOwner {
     prepared_up_to: usize,
     /// Spans of `batch` held translated.
     prepared_spans: usize,
+    /// When the last push came.
+    last_push: tokio::time::Instant,
 }
+
+/// How long the buffer must have had no push before it translates ahead. An SDK exports at the
+/// end of the handler, right before the function answers: translating then would compete for the
+/// CPU with the function's last steps (the caller's latency); a flush that comes sooner (the
+/// Runtime API proxy's end signal) translates as it would without translating ahead. Lambda's
+/// `runtimeDone` comes through the Telemetry API at least 25 ms after the response (its shortest
+/// buffering), which leaves the time to translate ahead. Under a stream of pushes nothing is
+/// translated ahead, and the flush translates a chunk at a time.
+pub const PREPARE_QUIET: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Most spans the buffer holds translated ahead: the documents of one flush chunk
 /// ([`crate::export::TRANSLATE_CHUNK_SPANS`]), so that translating ahead adds at most one chunk's
@@ -320,7 +330,6 @@ pub const PREPARE_AHEAD_SPANS: usize = crate::export::TRANSLATE_CHUNK_SPANS;
 
 impl BufferOwner {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        let mut yielded = false;
         loop {
             if self.prepare.is_none() || self.prepared_up_to >= self.batch.requests.len() {
                 // Nothing to translate ahead: wait for a command.
@@ -330,22 +339,14 @@ impl BufferOwner {
                 }
                 continue;
             }
-            match rx.try_recv() {
-                Ok(cmd) => {
-                    self.handle(cmd);
-                    yielded = false;
-                }
-                Err(TryRecvError::Disconnected) => break,
-                Err(TryRecvError::Empty) if !yielded => {
-                    // Let the tasks woken by the last reply (a receiver answering its client)
-                    // and pending I/O go first; translating is for when nothing else waits.
-                    tokio::task::yield_now().await;
-                    yielded = true;
-                }
-                Err(TryRecvError::Empty) => {
-                    self.prepare_next();
-                    yielded = false;
-                }
+            // Commands first; translating waits until no request has come for PREPARE_QUIET.
+            tokio::select! {
+                biased;
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.handle(cmd),
+                    None => break,
+                },
+                () = tokio::time::sleep_until(self.last_push + PREPARE_QUIET) => self.prepare_next(),
             }
         }
         // Every handle dropped: whatever is still here can never be exported.
@@ -358,6 +359,7 @@ impl BufferOwner {
     fn handle(&mut self, cmd: Command) {
         match cmd {
             Command::Push(batch, reply) => {
+                self.last_push = tokio::time::Instant::now();
                 let outcome = self.push(batch);
                 let _ = reply.send(outcome);
             }
@@ -563,10 +565,10 @@ mod tests {
         }])
     }
 
-    // With the clock paused, a sleep ends only once every other task is idle: the buffer task
-    // has translated all it would.
+    // With the clock paused, time moves only when every task is idle, straight to the next timer:
+    // a sleep of the test ends after the buffer task has done all it would by then.
     #[tokio::test(start_paused = true)]
-    async fn translates_ahead_when_idle_one_request_at_a_time() {
+    async fn translates_ahead_when_quiet_one_request_at_a_time() {
         let options = TranslateOptions::default();
         let stats = Arc::new(Stats::default());
         let (h, _task) = spawn_preparing(100, Arc::clone(&stats), Some(options.clone()));
@@ -586,6 +588,16 @@ mod tests {
             assert_eq!(got.prepared.as_deref(), Some(&expected));
             assert_eq!(expected.spans(), got.spans);
         }
+
+        // Not before the buffer has been quiet for PREPARE_QUIET: a flush that comes sooner
+        // (the function answering right after its SDK's export) gets the request untranslated.
+        h.push(traced(1)).await.unwrap();
+        tokio::time::sleep(PREPARE_QUIET / 2).await;
+        h.push(traced(1)).await.unwrap();
+        tokio::time::sleep(PREPARE_QUIET / 2).await;
+        let drained = h.drain().await.unwrap();
+        assert_eq!(drained.requests.len(), 2);
+        assert!(drained.requests.iter().all(|r| r.prepared.is_none()));
 
         // At most PREPARE_AHEAD_SPANS spans are held translated; the rest waits for the flush.
         let (h, _task) = spawn_preparing(10_000, Arc::clone(&stats), Some(options.clone()));
