@@ -269,8 +269,9 @@ pub fn spawn(max_spans: usize, stats: Arc<Stats>) -> (BufferHandle, JoinHandle<(
 
 /// [`spawn`], translating ahead with `prepare` (the X-Ray exporters' options): once no request
 /// has been pushed for [`PREPARE_QUIET`], the task translates the oldest request not yet
-/// translated, one request at a time, commands first. A drain waits for at most that one request. At most [`PREPARE_AHEAD_SPANS`] spans are held translated; requests
-/// after those are translated by the flush, a chunk at a time, as without translating ahead.
+/// translated, one request at a time, commands first. A drain waits for at most that one
+/// request. At most [`PREPARE_AHEAD_SPANS`] spans are held translated; requests after those are
+/// translated by the flush, a chunk at a time, as without translating ahead.
 pub fn spawn_preparing(
     max_spans: usize,
     stats: Arc<Stats>,
@@ -318,9 +319,10 @@ struct BufferOwner {
 /// end of the handler, right before the function answers: translating then would compete for the
 /// CPU with the function's last steps (the caller's latency); a flush that comes sooner (the
 /// Runtime API proxy's end signal) translates as it would without translating ahead. Lambda's
-/// `runtimeDone` comes through the Telemetry API at least 25 ms after the response (its shortest
-/// buffering), which leaves the time to translate ahead. Under a stream of pushes nothing is
-/// translated ahead, and the flush translates a chunk at a time.
+/// `runtimeDone` comes through the Telemetry API, which holds a batch up to the subscription's
+/// buffering time (25 ms, the shortest it allows, is what the extension asks for), which
+/// usually leaves the time to translate ahead. Under a stream of pushes nothing is translated
+/// ahead, and the flush translates a chunk at a time.
 pub const PREPARE_QUIET: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Most spans the buffer holds translated ahead: the documents of one flush chunk
