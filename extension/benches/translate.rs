@@ -6,7 +6,10 @@
 //! (a) prost decode, (b) translate, (c) decode + translate (the owned path: prost decode, then
 //! `translate`, which encodes again and reads the bytes as views), and the zero-copy path the
 //! receiver and exporters use: (d) `validate_request`, (e) `RequestView::parse`,
-//! (f) `translate_encoded` of the request's bytes, (g) validate + `translate_encoded`.
+//! (f) `translate_encoded` of the request's bytes, (g) validate + `translate_encoded`; and the
+//! OTLP/JSON receiver's path for the same request as JSON (the OTLP/JSON mapping, written by
+//! `opentelemetry-proto`'s serde support): (h) `otlp_json::decode_request`, (i) decode and encode
+//! to protobuf, which is what the receiver buffers.
 //!
 //! `cargo bench -p otel-xray-extension --bench translate`
 
@@ -28,6 +31,7 @@ use opentelemetry_proto::tonic::trace::v1::{
     ResourceSpans, ScopeSpans, Span, Status, span, status,
 };
 use otel_xray::otlp_wire::{RequestView, validate_request};
+use otel_xray::receiver::otlp_json::decode_request;
 use otel_xray::xray::translate::translate_encoded;
 use otel_xray::xray::{TranslateOptions, translate};
 use prost::Message;
@@ -277,10 +281,17 @@ fn bench(c: &mut Criterion) {
     assert_eq!(n, SPANS);
     assert_eq!(translate_encoded([(&bytes[..], n)], &options), check);
     let json_bytes: usize = check.documents.iter().map(|d| d.json.len()).sum();
+    let otlp_json = otlp_json_of(&req);
+    assert_eq!(
+        decode_request(&otlp_json).unwrap(),
+        req,
+        "the JSON is the same request"
+    );
     eprintln!(
-        "request: {} spans, {} bytes of protobuf → {} documents, {} bytes of JSON",
+        "request: {} spans, {} bytes of protobuf ({} of OTLP/JSON) → {} documents, {} bytes of JSON",
         SPANS,
         bytes.len(),
+        otlp_json.len(),
         check.documents.len(),
         json_bytes
     );
@@ -314,7 +325,22 @@ fn bench(c: &mut Criterion) {
             translate_encoded([(&bytes[..], n)], &options)
         })
     });
+    g.bench_function("json_decode", |bch| {
+        bch.iter(|| decode_request(black_box(&otlp_json[..])).unwrap())
+    });
+    g.bench_function("json_decode_encode", |bch| {
+        bch.iter(|| {
+            decode_request(black_box(&otlp_json[..]))
+                .unwrap()
+                .encode_to_vec()
+        })
+    });
     g.finish();
+}
+
+/// The request in the OTLP/JSON encoding (hex ids, camelCase names, 64-bit integers as strings).
+fn otlp_json_of(req: &ExportTraceServiceRequest) -> Vec<u8> {
+    serde_json::to_vec(req).unwrap()
 }
 
 criterion_group!(benches, bench);
@@ -329,6 +355,7 @@ fn main() {
     ) {
         let iters: usize = iters.parse().unwrap();
         let bytes = request().encode_to_vec();
+        let otlp_json = otlp_json_of(&request());
         let options = TranslateOptions::default();
         for _ in 0..iters {
             match case.as_str() {
@@ -351,6 +378,9 @@ fn main() {
                     let n = validate_request(black_box(&bytes[..])).unwrap();
                     black_box(translate_encoded([(&bytes[..], n)], &options));
                 }
+                "json_decode" => drop(black_box(
+                    decode_request(black_box(&otlp_json[..])).unwrap(),
+                )),
                 other => panic!("unknown case {other}"),
             }
         }

@@ -1,7 +1,9 @@
 //! OTLP/JSON `ExportTraceServiceRequest` bodies decoded by hand into the generated prost types.
 //!
-//! The body is parsed into a [`serde_json::Value`] (serde_json is in the binary anyway), then one
-//! small, non-generic function per message maps it. This replaces `opentelemetry-proto`'s
+//! The body is parsed into a [`Json`] tree whose strings borrow from the body wherever they have
+//! no escapes (one small serde visitor; serde_json is in the binary anyway), then one small,
+//! non-generic function per message maps it. Objects keep their members in document order: a key
+//! given twice, or in both spellings, is read in that order, the later value winning. This replaces `opentelemetry-proto`'s
 //! `with-serde` derives, whose per-type visitors cost about 150 KB of the stripped extension
 //! (docs/performance.md); the tests compare the two on arbitrary requests
 //! (`tests/otlp_json_props.rs`).
@@ -38,7 +40,10 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link, SpanKind};
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Number;
 
 /// Why an OTLP/JSON body was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,19 +62,123 @@ pub enum OtlpJsonError {
 }
 
 type Result<T> = std::result::Result<T, OtlpJsonError>;
-type Object = Map<String, Value>;
+type Object<'a> = [(Cow<'a, str>, Json<'a>)];
+
+/// A parsed JSON document, strings borrowed from the body where they have no escapes: what
+/// `serde_json::Value` holds, without an allocation per key and per string, and with members in
+/// document order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Json<'a> {
+    /// `null`
+    Null,
+    /// `true` or `false`
+    Bool(bool),
+    /// A number, as serde_json reads it (an integer that fits `u64` or `i64`, otherwise `f64`).
+    Number(Number),
+    /// A string.
+    String(Cow<'a, str>),
+    /// An array.
+    Array(Vec<Json<'a>>),
+    /// An object's members, in document order.
+    Object(Vec<(Cow<'a, str>, Json<'a>)>),
+}
+
+impl Json<'_> {
+    fn is_null(&self) -> bool {
+        matches!(self, Json::Null)
+    }
+}
+
+impl<'de> Deserialize<'de> for Json<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(JsonVisitor)
+    }
+}
+
+struct JsonVisitor;
+
+impl<'de> Visitor<'de> for JsonVisitor {
+    type Value = Json<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> std::result::Result<Json<'de>, E> {
+        Ok(Json::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> std::result::Result<Json<'de>, E> {
+        Ok(Json::Number(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> std::result::Result<Json<'de>, E> {
+        Ok(Json::Number(v.into()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> std::result::Result<Json<'de>, E> {
+        // JSON has no literal for a non-finite number (serde_json's `Value` does the same).
+        Ok(Number::from_f64(v).map_or(Json::Null, Json::Number))
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Json<'de>, E> {
+        Ok(Json::String(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> std::result::Result<Json<'de>, E> {
+        Ok(Json::String(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_string<E>(self, v: String) -> std::result::Result<Json<'de>, E> {
+        Ok(Json::String(Cow::Owned(v)))
+    }
+
+    fn visit_unit<E>(self) -> std::result::Result<Json<'de>, E> {
+        Ok(Json::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Json<'de>, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Json::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Json<'de>, A::Error> {
+        let mut members = Vec::new();
+        while let Some(Key(key)) = map.next_key()? {
+            members.push((key, map.next_value()?));
+        }
+        Ok(Json::Object(members))
+    }
+}
+
+/// An object's key, borrowed where it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        match d.deserialize_str(JsonVisitor)? {
+            Json::String(s) => Ok(Key(s)),
+            _ => Err(serde::de::Error::custom(
+                "an object key that is not a string",
+            )),
+        }
+    }
+}
 
 /// Decodes an OTLP/JSON `ExportTraceServiceRequest`.
 pub fn decode_request(body: &[u8]) -> Result<ExportTraceServiceRequest> {
-    let value: Value =
+    let value: Json<'_> =
         serde_json::from_slice(body).map_err(|e| OtlpJsonError::Syntax(e.to_string()))?;
     let root = Path::ROOT;
-    let Value::Object(map) = &value else {
+    let Json::Object(map) = &value else {
         return Err(root.error(expected("an object", &value)));
     };
     let mut request = ExportTraceServiceRequest::default();
     for (key, v) in map {
-        if let "resourceSpans" | "resource_spans" = key.as_str() {
+        if let "resourceSpans" | "resource_spans" = &**key {
             request.resource_spans = list(v, root.key("resourceSpans"), resource_spans)?;
         }
     }
@@ -78,10 +187,10 @@ pub fn decode_request(body: &[u8]) -> Result<ExportTraceServiceRequest> {
 
 // ---- messages ------------------------------------------------------------------------------
 
-fn resource_spans(m: &Object, path: Path<'_>) -> Result<ResourceSpans> {
+fn resource_spans(m: &Object<'_>, path: Path<'_>) -> Result<ResourceSpans> {
     let mut out = ResourceSpans::default();
     for (key, v) in m {
-        match key.as_str() {
+        match &**key {
             "resource" => out.resource = message(v, path.key("resource"), resource)?,
             "scopeSpans" | "scope_spans" => {
                 out.scope_spans = list(v, path.key("scopeSpans"), scope_spans)?;
@@ -93,10 +202,10 @@ fn resource_spans(m: &Object, path: Path<'_>) -> Result<ResourceSpans> {
     Ok(out)
 }
 
-fn resource(m: &Object, path: Path<'_>) -> Result<Resource> {
+fn resource(m: &Object<'_>, path: Path<'_>) -> Result<Resource> {
     let mut out = Resource::default();
     for (key, v) in m {
-        match key.as_str() {
+        match &**key {
             "attributes" => out.attributes = list(v, path.key("attributes"), key_value)?,
             "droppedAttributesCount" | "dropped_attributes_count" => {
                 out.dropped_attributes_count = uint32(v, path.key("droppedAttributesCount"))?;
@@ -110,10 +219,10 @@ fn resource(m: &Object, path: Path<'_>) -> Result<Resource> {
     Ok(out)
 }
 
-fn entity_ref(m: &Object, path: Path<'_>) -> Result<EntityRef> {
+fn entity_ref(m: &Object<'_>, path: Path<'_>) -> Result<EntityRef> {
     let mut out = EntityRef::default();
     for (key, v) in m {
-        match key.as_str() {
+        match &**key {
             "schemaUrl" | "schema_url" => out.schema_url = string(v, path.key("schemaUrl"))?,
             "type" => out.r#type = string(v, path.key("type"))?,
             "idKeys" | "id_keys" => out.id_keys = strings(v, path.key("idKeys"))?,
@@ -126,10 +235,10 @@ fn entity_ref(m: &Object, path: Path<'_>) -> Result<EntityRef> {
     Ok(out)
 }
 
-fn scope_spans(m: &Object, path: Path<'_>) -> Result<ScopeSpans> {
+fn scope_spans(m: &Object<'_>, path: Path<'_>) -> Result<ScopeSpans> {
     let mut out = ScopeSpans::default();
     for (key, v) in m {
-        match key.as_str() {
+        match &**key {
             "scope" => out.scope = message(v, path.key("scope"), scope)?,
             "spans" => out.spans = list(v, path.key("spans"), span)?,
             "schemaUrl" | "schema_url" => out.schema_url = string(v, path.key("schemaUrl"))?,
@@ -139,10 +248,10 @@ fn scope_spans(m: &Object, path: Path<'_>) -> Result<ScopeSpans> {
     Ok(out)
 }
 
-fn scope(m: &Object, path: Path<'_>) -> Result<InstrumentationScope> {
+fn scope(m: &Object<'_>, path: Path<'_>) -> Result<InstrumentationScope> {
     let mut out = InstrumentationScope::default();
     for (key, v) in m {
-        match key.as_str() {
+        match &**key {
             "name" => out.name = string(v, path.key("name"))?,
             "version" => out.version = string(v, path.key("version"))?,
             "attributes" => out.attributes = list(v, path.key("attributes"), key_value)?,
@@ -155,10 +264,10 @@ fn scope(m: &Object, path: Path<'_>) -> Result<InstrumentationScope> {
     Ok(out)
 }
 
-fn span(m: &Object, path: Path<'_>) -> Result<Span> {
+fn span(m: &Object<'_>, path: Path<'_>) -> Result<Span> {
     let mut out = Span::default();
     for (key, v) in m {
-        match key.as_str() {
+        match &**key {
             "traceId" | "trace_id" => out.trace_id = hex(v, path.key("traceId"))?,
             "spanId" | "span_id" => out.span_id = hex(v, path.key("spanId"))?,
             "traceState" | "trace_state" => out.trace_state = string(v, path.key("traceState"))?,
@@ -201,10 +310,10 @@ fn status_code(name: &str) -> Option<i32> {
     StatusCode::from_str_name(name).map(|c| c as i32)
 }
 
-fn event(m: &Object, path: Path<'_>) -> Result<Event> {
+fn event(m: &Object<'_>, path: Path<'_>) -> Result<Event> {
     let mut out = Event::default();
     for (key, v) in m {
-        match key.as_str() {
+        match &**key {
             "timeUnixNano" | "time_unix_nano" => {
                 out.time_unix_nano = uint64(v, path.key("timeUnixNano"))?;
             }
@@ -219,10 +328,10 @@ fn event(m: &Object, path: Path<'_>) -> Result<Event> {
     Ok(out)
 }
 
-fn link(m: &Object, path: Path<'_>) -> Result<Link> {
+fn link(m: &Object<'_>, path: Path<'_>) -> Result<Link> {
     let mut out = Link::default();
     for (key, v) in m {
-        match key.as_str() {
+        match &**key {
             "traceId" | "trace_id" => out.trace_id = hex(v, path.key("traceId"))?,
             "spanId" | "span_id" => out.span_id = hex(v, path.key("spanId"))?,
             "traceState" | "trace_state" => out.trace_state = string(v, path.key("traceState"))?,
@@ -237,10 +346,10 @@ fn link(m: &Object, path: Path<'_>) -> Result<Link> {
     Ok(out)
 }
 
-fn status(m: &Object, path: Path<'_>) -> Result<Status> {
+fn status(m: &Object<'_>, path: Path<'_>) -> Result<Status> {
     let mut out = Status::default();
     for (key, v) in m {
-        match key.as_str() {
+        match &**key {
             "message" => out.message = string(v, path.key("message"))?,
             "code" => out.code = enumeration(v, path.key("code"), status_code)?,
             _ => {}
@@ -249,10 +358,10 @@ fn status(m: &Object, path: Path<'_>) -> Result<Status> {
     Ok(out)
 }
 
-fn key_value(m: &Object, path: Path<'_>) -> Result<KeyValue> {
+fn key_value(m: &Object<'_>, path: Path<'_>) -> Result<KeyValue> {
     let mut out = KeyValue::default();
     for (key, v) in m {
-        match key.as_str() {
+        match &**key {
             "key" => out.key = string(v, path.key("key"))?,
             "value" => out.value = message(v, path.key("value"), any_value)?,
             "keyStrindex" | "key_strindex" => out.key_strindex = int32(v, path.key("keyStrindex"))?,
@@ -263,14 +372,14 @@ fn key_value(m: &Object, path: Path<'_>) -> Result<KeyValue> {
 }
 
 /// One level of `AnyValue` recursion per level of JSON nesting (see the module doc).
-fn any_value(m: &Object, path: Path<'_>) -> Result<AnyValue> {
+fn any_value(m: &Object<'_>, path: Path<'_>) -> Result<AnyValue> {
     use any_value::Value as V;
     let mut out = None;
     for (key, v) in m {
         if v.is_null() {
             continue;
         }
-        let value = match key.as_str() {
+        let value = match &**key {
             "stringValue" | "string_value" => V::StringValue(string(v, path.key("stringValue"))?),
             "boolValue" | "bool_value" => V::BoolValue(boolean(v, path.key("boolValue"))?),
             "intValue" | "int_value" => V::IntValue(int64(v, path.key("intValue"))?),
@@ -285,17 +394,24 @@ fn any_value(m: &Object, path: Path<'_>) -> Result<AnyValue> {
             }
             _ => continue,
         };
-        if out.is_some() {
+        // The same key again replaces its value (the last one wins, as for every field); a
+        // second, different value field is an error.
+        if let Some((_, first)) = &out
+            && *first != &**key
+        {
             return Err(path.error(format!(
-                "more than one value (a second in {key:?}); an AnyValue holds one"
+                "more than one value (a second in {:?}); an AnyValue holds one",
+                &**key
             )));
         }
-        out = Some(value);
+        out = Some((value, &**key));
     }
-    Ok(AnyValue { value: out })
+    Ok(AnyValue {
+        value: out.map(|(value, _)| value),
+    })
 }
 
-fn array_value(v: &Value, path: Path<'_>) -> Result<ArrayValue> {
+fn array_value(v: &Json<'_>, path: Path<'_>) -> Result<ArrayValue> {
     let mut out = ArrayValue::default();
     for (key, v) in object(v, path)?.into_iter().flatten() {
         if key == "values" {
@@ -305,7 +421,7 @@ fn array_value(v: &Value, path: Path<'_>) -> Result<ArrayValue> {
     Ok(out)
 }
 
-fn kvlist_value(v: &Value, path: Path<'_>) -> Result<KeyValueList> {
+fn kvlist_value(v: &Json<'_>, path: Path<'_>) -> Result<KeyValueList> {
     let mut out = KeyValueList::default();
     for (key, v) in object(v, path)?.into_iter().flatten() {
         if key == "values" {
@@ -318,45 +434,49 @@ fn kvlist_value(v: &Value, path: Path<'_>) -> Result<KeyValueList> {
 // ---- containers ----------------------------------------------------------------------------
 
 /// An object or `null` (`None`).
-fn object<'v>(v: &'v Value, path: Path<'_>) -> Result<Option<&'v Object>> {
+fn object<'v, 'a>(v: &'v Json<'a>, path: Path<'_>) -> Result<Option<&'v Object<'a>>> {
     match v {
-        Value::Null => Ok(None),
-        Value::Object(m) => Ok(Some(m)),
+        Json::Null => Ok(None),
+        Json::Object(m) => Ok(Some(m.as_slice())),
         other => Err(path.error(expected("an object", other))),
     }
 }
 
 /// An optional message field.
 fn message<T>(
-    v: &Value,
+    v: &Json<'_>,
     path: Path<'_>,
-    f: fn(&Object, Path<'_>) -> Result<T>,
+    f: fn(&Object<'_>, Path<'_>) -> Result<T>,
 ) -> Result<Option<T>> {
     object(v, path)?.map(|m| f(m, path)).transpose()
 }
 
 /// A repeated message field: an array of objects, or `null` for none. A `null` element is the
 /// message's default, as the protobuf JSON mapping reads it.
-fn list<T>(v: &Value, path: Path<'_>, f: fn(&Object, Path<'_>) -> Result<T>) -> Result<Vec<T>> {
+fn list<T>(
+    v: &Json<'_>,
+    path: Path<'_>,
+    f: fn(&Object<'_>, Path<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
     let items = match v {
-        Value::Null => return Ok(Vec::new()),
-        Value::Array(items) => items,
+        Json::Null => return Ok(Vec::new()),
+        Json::Array(items) => items,
         other => return Err(path.error(expected("an array", other))),
     };
     let mut out = Vec::with_capacity(items.len());
-    let empty = Object::new();
+    let empty: &Object<'_> = &[];
     for (i, item) in items.iter().enumerate() {
         let item_path = path.at(i);
-        let m = object(item, item_path)?.unwrap_or(&empty);
+        let m = object(item, item_path)?.unwrap_or(empty);
         out.push(f(m, item_path)?);
     }
     Ok(out)
 }
 
-fn strings(v: &Value, path: Path<'_>) -> Result<Vec<String>> {
+fn strings(v: &Json<'_>, path: Path<'_>) -> Result<Vec<String>> {
     match v {
-        Value::Null => Ok(Vec::new()),
-        Value::Array(items) => items
+        Json::Null => Ok(Vec::new()),
+        Json::Array(items) => items
             .iter()
             .enumerate()
             .map(|(i, item)| string(item, path.at(i)))
@@ -367,28 +487,28 @@ fn strings(v: &Value, path: Path<'_>) -> Result<Vec<String>> {
 
 // ---- scalars -------------------------------------------------------------------------------
 
-fn string(v: &Value, path: Path<'_>) -> Result<String> {
+fn string(v: &Json<'_>, path: Path<'_>) -> Result<String> {
     match v {
-        Value::Null => Ok(String::new()),
-        Value::String(s) => Ok(s.clone()),
+        Json::Null => Ok(String::new()),
+        Json::String(s) => Ok((**s).to_owned()),
         other => Err(path.error(expected("a string", other))),
     }
 }
 
-fn boolean(v: &Value, path: Path<'_>) -> Result<bool> {
+fn boolean(v: &Json<'_>, path: Path<'_>) -> Result<bool> {
     match v {
-        Value::Null => Ok(false),
-        Value::Bool(b) => Ok(*b),
+        Json::Null => Ok(false),
+        Json::Bool(b) => Ok(*b),
         other => Err(path.error(expected("true or false", other))),
     }
 }
 
 /// An integer in `[min, max]`: a JSON integer, an integral JSON number, or a decimal string.
 /// `i128` covers every `u64` and `i64`.
-fn integer(v: &Value, path: Path<'_>, min: i128, max: i128) -> Result<i128> {
+fn integer(v: &Json<'_>, path: Path<'_>, min: i128, max: i128) -> Result<i128> {
     let n = match v {
-        Value::Null => return Ok(0),
-        Value::Number(n) => {
+        Json::Null => return Ok(0),
+        Json::Number(n) => {
             if let Some(u) = n.as_u64() {
                 i128::from(u)
             } else if let Some(i) = n.as_i64() {
@@ -403,7 +523,7 @@ fn integer(v: &Value, path: Path<'_>, min: i128, max: i128) -> Result<i128> {
                 f as i128
             }
         }
-        Value::String(s) => s
+        Json::String(s) => s
             .trim()
             .parse::<i128>()
             .map_err(|_| path.error(format!("{:?} is not a decimal integer", truncate(s))))?,
@@ -416,34 +536,34 @@ fn integer(v: &Value, path: Path<'_>, min: i128, max: i128) -> Result<i128> {
     }
 }
 
-fn uint64(v: &Value, path: Path<'_>) -> Result<u64> {
+fn uint64(v: &Json<'_>, path: Path<'_>) -> Result<u64> {
     let n = integer(v, path, 0, i128::from(u64::MAX))?;
     u64::try_from(n).map_err(|_| path.error("out of range"))
 }
 
-fn int64(v: &Value, path: Path<'_>) -> Result<i64> {
+fn int64(v: &Json<'_>, path: Path<'_>) -> Result<i64> {
     let n = integer(v, path, i128::from(i64::MIN), i128::from(i64::MAX))?;
     i64::try_from(n).map_err(|_| path.error("out of range"))
 }
 
-fn uint32(v: &Value, path: Path<'_>) -> Result<u32> {
+fn uint32(v: &Json<'_>, path: Path<'_>) -> Result<u32> {
     let n = integer(v, path, 0, i128::from(u32::MAX))?;
     u32::try_from(n).map_err(|_| path.error("out of range"))
 }
 
-fn int32(v: &Value, path: Path<'_>) -> Result<i32> {
+fn int32(v: &Json<'_>, path: Path<'_>) -> Result<i32> {
     let n = integer(v, path, i128::from(i32::MIN), i128::from(i32::MAX))?;
     i32::try_from(n).map_err(|_| path.error("out of range"))
 }
 
 /// An enum: its integer value (any `int32`) or its proto name.
-fn enumeration(v: &Value, path: Path<'_>, by_name: fn(&str) -> Option<i32>) -> Result<i32> {
-    if let Value::String(s) = v
+fn enumeration(v: &Json<'_>, path: Path<'_>, by_name: fn(&str) -> Option<i32>) -> Result<i32> {
+    if let Json::String(s) = v
         && let Some(value) = by_name(s)
     {
         return Ok(value);
     }
-    if let Value::String(s) = v
+    if let Json::String(s) = v
         && s.trim().parse::<i32>().is_err()
     {
         return Err(path.error(format!("unknown name {:?}", truncate(s))));
@@ -451,13 +571,13 @@ fn enumeration(v: &Value, path: Path<'_>, by_name: fn(&str) -> Option<i32>) -> R
     int32(v, path)
 }
 
-fn double(v: &Value, path: Path<'_>) -> Result<f64> {
+fn double(v: &Json<'_>, path: Path<'_>) -> Result<f64> {
     match v {
-        Value::Null => Ok(0.0),
-        Value::Number(n) => n
+        Json::Null => Ok(0.0),
+        Json::Number(n) => n
             .as_f64()
             .ok_or_else(|| path.error(format!("{n} is not a double"))),
-        Value::String(s) => match s.as_str() {
+        Json::String(s) => match &**s {
             "NaN" => Ok(f64::NAN),
             "Infinity" => Ok(f64::INFINITY),
             "-Infinity" => Ok(f64::NEG_INFINITY),
@@ -474,10 +594,10 @@ fn double(v: &Value, path: Path<'_>) -> Result<f64> {
 
 /// Trace and span ids: hex digits of either case, an even number of them, after an optional
 /// `0x`.
-fn hex(v: &Value, path: Path<'_>) -> Result<Vec<u8>> {
+fn hex(v: &Json<'_>, path: Path<'_>) -> Result<Vec<u8>> {
     let s = match v {
-        Value::Null => return Ok(Vec::new()),
-        Value::String(s) => s.as_bytes(),
+        Json::Null => return Ok(Vec::new()),
+        Json::String(s) => s.as_bytes(),
         other => return Err(path.error(expected("a hex string", other))),
     };
     if s.len() % 2 != 0 {
@@ -509,10 +629,10 @@ fn hex(v: &Value, path: Path<'_>) -> Result<Vec<u8>> {
 
 /// `bytesValue`: base64 with the standard (`+/`) or URL-safe (`-_`) alphabet, with or without
 /// `=` padding. Bits left over in the last character are ignored.
-fn base64(v: &Value, path: Path<'_>) -> Result<Vec<u8>> {
+fn base64(v: &Json<'_>, path: Path<'_>) -> Result<Vec<u8>> {
     let s = match v {
-        Value::Null => return Ok(Vec::new()),
-        Value::String(s) => s.as_bytes(),
+        Json::Null => return Ok(Vec::new()),
+        Json::String(s) => s.as_bytes(),
         other => return Err(path.error(expected("a base64 string", other))),
     };
     let data = s
@@ -549,14 +669,14 @@ fn base64(v: &Value, path: Path<'_>) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-fn expected(what: &str, got: &Value) -> String {
+fn expected(what: &str, got: &Json<'_>) -> String {
     let kind = match got {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
     };
     format!("expected {what}, found {kind}")
 }
@@ -651,6 +771,30 @@ mod tests {
     }
 
     const SPAN: &str = "resourceSpans[0].scopeSpans[0].spans[0]";
+
+    #[test]
+    fn members_in_document_order_and_strings_with_or_without_escapes() {
+        // Strings without escapes are borrowed from the body, with escapes decoded; keys too.
+        assert_eq!(
+            one_span(r#""name":"GET /a\"b\u00e9""#).name,
+            "GET /a\"b\u{e9}"
+        );
+        assert_eq!(one_span(r#""n\u0061me":"x""#).name, "x");
+        // A field given twice, or in both spellings: read in document order, the later one wins,
+        assert_eq!(one_span(r#""name":"a","name":"b""#).name, "b");
+        assert_eq!(one_span(r#""traceId":"01","trace_id":"02""#).trace_id, [2]);
+        assert_eq!(one_span(r#""trace_id":"02","traceId":"01""#).trace_id, [1]);
+        // and each value is checked, the earlier one too.
+        assert_eq!(
+            err(&in_span(r#""name":5,"name":"b""#)),
+            format!("{SPAN}.name: expected a string, found a number")
+        );
+        // The same value field twice in an AnyValue: the later one; two different ones: an error.
+        assert_eq!(
+            attr(r#"{"intValue":1,"intValue":"2"}"#),
+            Some(any_value::Value::IntValue(2))
+        );
+    }
 
     #[test]
     fn syntax_and_shape_errors() {
@@ -793,9 +937,7 @@ mod tests {
         let bad = |value: &str| err(&in_span(&format!(r#""attributes":[{{"value":{value}}}]"#)));
         assert_eq!(
             bad(r#"{"stringValue":"a","intValue":1}"#),
-            format!(
-                "{at}: more than one value (a second in \"stringValue\"); an AnyValue holds one"
-            )
+            format!("{at}: more than one value (a second in \"intValue\"); an AnyValue holds one")
         );
         assert_eq!(
             bad(r#"{"boolValue":"true"}"#),
