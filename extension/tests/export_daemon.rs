@@ -168,8 +168,9 @@ async fn a_missing_daemon_is_counted_not_hidden() {
     );
 }
 
-#[tokio::test]
-async fn the_configured_exporter_sends_what_translate_produces() {
+/// A UDP socket playing the daemon, and the exporter the configuration with only
+/// `AWS_XRAY_DAEMON_ADDRESS` pointing at it builds.
+async fn configured_daemon_exporter() -> (UdpSocket, Exporter) {
     let daemon = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = daemon.local_addr().unwrap().to_string();
     let (config, _) = Config::from_lookup(|k| match k {
@@ -177,7 +178,12 @@ async fn the_configured_exporter_sends_what_translate_produces() {
         _ => None,
     })
     .unwrap();
-    let exporter = Exporter::from_config(&config).unwrap();
+    (daemon, Exporter::from_config(&config).unwrap())
+}
+
+#[tokio::test]
+async fn the_configured_exporter_sends_what_translate_produces() {
+    let (daemon, exporter) = configured_daemon_exporter().await;
     assert_eq!(
         exporter.kind(),
         otel_xray::config::ExporterKind::Daemon,
@@ -205,14 +211,7 @@ async fn the_configured_exporter_sends_what_translate_produces() {
 
 #[tokio::test]
 async fn requests_translated_ahead_are_sent_as_prepared_and_the_rest_translated() {
-    let daemon = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = daemon.local_addr().unwrap().to_string();
-    let (config, _) = Config::from_lookup(|k| match k {
-        "AWS_XRAY_DAEMON_ADDRESS" => Some(addr.clone()),
-        _ => None,
-    })
-    .unwrap();
-    let exporter = Exporter::from_config(&config).unwrap();
+    let (daemon, exporter) = configured_daemon_exporter().await;
     let options = exporter.translate_options().clone();
 
     // Request 1 was translated ahead with every attribute indexed, so its documents differ from

@@ -239,16 +239,16 @@ def pin_sandbox_processes(lam, cpus):
                 os.sched_setaffinity(int(tid), cpus)
 
 
-def flush_latency(env, n=20, stand_in_apart=False):
-    """runtimeDone → event/next. The extension and the function run on EXT_CPU; the local
-    Lambda (the stand-in Extensions, Telemetry and Runtime APIs) runs there too, or, with
-    `stand_in_apart`, on LOAD_CPU, as the issue's peers were measured (extension pinned to one
-    core, the stand-in APIs and the load on the other)."""
-    apart = stand_in_apart and TWO_CPUS
-    lam = local_lambda(env, cpu=LOAD_CPU if apart else None)
+def invocations_after_spans(env, n, apart, measure, wrapper=False):
+    """`n` invocations of a sandbox, each after the 100-span request has been posted to the
+    extension; `measure(lam, result)` gives each one's figure (ms). The extension and the function
+    run on EXT_CPU; the local Lambda (the stand-in Extensions, Telemetry and Runtime APIs) runs
+    there too, or, with `apart`, on LOAD_CPU. Returns the figures and the extension's VmHWM."""
+    apart = apart and TWO_CPUS
+    lam = local_lambda(env, cpu=LOAD_CPU if apart else None, wrapper=wrapper)
     body = realistic_request()
     url = "http://127.0.0.1:%d/v1/traces" % lam.ports["http"]
-    latencies = []
+    figures = []
     try:
         lam.invoke({"order_id": "warm"})
         if apart:
@@ -259,15 +259,29 @@ def flush_latency(env, n=20, stand_in_apart=False):
             assert urllib.request.urlopen(req, timeout=10).status == 200
             result = lam.invoke({"order_id": "b-%d" % i})
             assert result["status"] == "success", result
-            rid = result["requestId"]
-            tl = lam.timeline()["events"]
-            sends = [e for e in tl if e["kind"] == "telemetry.send" and "platform.runtimeDone" in e.get("types", [])]
-            nexts = [e for e in tl if e["kind"] == "extension.next" and e.get("requestId") == rid]
-            sent = [s["atMs"] for s in sends if s["atMs"] <= nexts[0]["atMs"]][-1]
-            latencies.append(nexts[0]["atMs"] - sent)
+            figures.append(measure(lam, result))
         rss = vm_kib(extension_pid(lam))
     finally:
         lam.close()
+    return figures, rss
+
+
+def runtime_done_to_next(lam, result):
+    """The local Lambda's timeline: the Telemetry API batch with `platform.runtimeDone` leaving it
+    → the extension's next `event/next`."""
+    rid = result["requestId"]
+    tl = lam.timeline()["events"]
+    sends = [e for e in tl if e["kind"] == "telemetry.send" and "platform.runtimeDone" in e.get("types", [])]
+    nexts = [e for e in tl if e["kind"] == "extension.next" and e.get("requestId") == rid]
+    sent = [s["atMs"] for s in sends if s["atMs"] <= nexts[0]["atMs"]][-1]
+    return nexts[0]["atMs"] - sent
+
+
+def flush_latency(env, n=20, stand_in_apart=False):
+    """runtimeDone → event/next. With `stand_in_apart`, the stand-in APIs on LOAD_CPU, as the
+    issue's peers were measured (extension pinned to one core, the stand-in APIs and the load on
+    the other)."""
+    latencies, rss = invocations_after_spans(env, n, stand_in_apart, runtime_done_to_next)
     return statistics.median(latencies), latencies, rss
 
 
@@ -275,25 +289,9 @@ def proxy_flush_latency(env, n=20):
     """The proxy's end signal → event/next: the runtime through the wrapper and the Runtime API
     proxy, whose forwarding of the response ends the invocation for the extension (no waiting for
     the Telemetry API). The local Lambda's post-runtime duration: from the response complete at
-    Lambda to the extension's next `event/next`, the 100-span request posted during each
-    invocation. Stand-in APIs on LOAD_CPU, the extension and the function on EXT_CPU."""
-    lam = local_lambda(env, cpu=LOAD_CPU if TWO_CPUS else None, wrapper=True)
-    body = realistic_request()
-    url = "http://127.0.0.1:%d/v1/traces" % lam.ports["http"]
-    post = []
-    try:
-        lam.invoke({"order_id": "warm"})
-        if TWO_CPUS:
-            pin_sandbox_processes(lam, EXT_CPU)
-        for i in range(n):
-            req = urllib.request.Request(url, data=body, method="POST",
-                                         headers={"content-type": "application/x-protobuf"})
-            assert urllib.request.urlopen(req, timeout=10).status == 200
-            result = lam.invoke({"order_id": "p-%d" % i})
-            assert result["status"] == "success", result
-            post.append(result["timings"]["postRuntimeMs"])
-    finally:
-        lam.close()
+    Lambda to the extension's next `event/next`. Stand-in APIs on LOAD_CPU."""
+    post, _ = invocations_after_spans(env, n, True, lambda lam, result: result["timings"]["postRuntimeMs"],
+                                      wrapper=True)
     return statistics.median(post), post
 
 

@@ -1,6 +1,6 @@
 //! OTLP/JSON `ExportTraceServiceRequest` bodies decoded by hand into the generated prost types.
 //!
-//! The body is parsed into a [`Json`] tree whose strings borrow from the body wherever they have
+//! The body is parsed into a `Json` tree whose strings borrow from the body wherever they have
 //! no escapes (one small serde visitor; serde_json is in the binary anyway), then one small,
 //! non-generic function per message maps it. Objects keep their members in document order: a key
 //! given twice, or in both spellings, is read in that order, the later value winning. This replaces `opentelemetry-proto`'s
@@ -67,8 +67,8 @@ type Object<'a> = [(Cow<'a, str>, Json<'a>)];
 /// A parsed JSON document, strings borrowed from the body where they have no escapes: what
 /// `serde_json::Value` holds, without an allocation per key and per string, and with members in
 /// document order.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Json<'a> {
+#[derive(Debug)]
+enum Json<'a> {
     /// `null`
     Null,
     /// `true` or `false`
