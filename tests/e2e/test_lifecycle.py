@@ -8,9 +8,9 @@ import threading
 import time
 import urllib.request
 
-from checks import (by_name, one_connected_tree, python_env, python_runtime, shutdown_summary,
-                    trace_nodes)
-from lam import BIN_DIR
+from checks import (SUMMARY, by_name, one_connected_tree, python_env, python_runtime,
+                    shutdown_summary, trace_nodes)
+from lam import BIN_DIR, wait_until
 from xray import model
 
 
@@ -104,7 +104,10 @@ def test_timeout_crash_and_silent_telemetry_lose_nothing(sandbox, daemon):
     root = root_of(result)
     docs = daemon.wait_for(lambda d: any(x.get("trace_id") == root and x.get("subsegments") for x in d), 5)
     function_server(trace_nodes(docs, root))
-    s = shutdown_summary(lam.extension_log())
+    # The reset is asynchronous: the documents can reach the daemon before the extension has
+    # written its summary line (the last thing it does before exiting).
+    log = wait_until(lambda: SUMMARY.search(lam.extension_log()) and lam.extension_log(), 10)
+    s = shutdown_summary(log or lam.extension_log())
     assert s["in_flight"] == 0 and s["dropped"] == 0, s
     # The sandbox re-initialises and works again.
     assert lam.invoke({"order_id": "t-2"})["status"] == "success"
