@@ -559,7 +559,8 @@ mod startup {
     use std::io::{Read, Write};
     use std::net::{SocketAddr, TcpListener, TcpStream};
     use std::process::{Command, Stdio};
-    use std::sync::mpsc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, mpsc};
     use std::thread;
     use std::time::{Duration, Instant};
 
@@ -642,7 +643,11 @@ mod startup {
         let daemon_addr = daemon.local_addr().map_err(|e| e.to_string())?;
         let (registered_tx, registered_rx) = mpsc::channel::<Instant>();
         let (release_tx, release_rx) = mpsc::channel::<()>();
-        let server = thread::spawn(move || serve_api(api, registered_tx, release_rx));
+        let stop = Arc::new(AtomicBool::new(false));
+        let server = {
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || serve_api(api, registered_tx, release_rx, &stop))
+        };
 
         let mut cmd = Command::new(&o.extension);
         cmd.env_clear()
@@ -655,6 +660,7 @@ mod startup {
             .env("OTEL_XRAY_TELEMETRY_PORT", free_port()?.to_string())
             .env("OTEL_XRAY_PROXY_PORT", free_port()?.to_string())
             .env("OTEL_XRAY_LOG_LEVEL", "warn")
+            .envs(std::env::vars().filter(|(k, _)| k.starts_with("MIMALLOC_")))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -697,7 +703,10 @@ mod startup {
             let _ = child.kill();
             let _ = child.wait();
         }
-        drop(server);
+        // Wake the blocked accept so that the server thread ends.
+        stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(api_addr);
+        let _ = server.join();
         let ms = |d: Duration| (d.as_secs_f64() * 1e5).round() / 100.0;
         Ok((
             ms(registered.duration_since(t0)),
@@ -708,22 +717,27 @@ mod startup {
     }
 
     /// The stand-in Extensions and Telemetry APIs: a thread per connection, each response one
-    /// write. `event/next` waits for `release`, then says SHUTDOWN.
-    fn serve_api(api: TcpListener, registered: mpsc::Sender<Instant>, release: mpsc::Receiver<()>) {
-        let release = std::sync::Arc::new(std::sync::Mutex::new(release));
-        let _ = api.set_nonblocking(true);
-        let until = Instant::now() + Duration::from_secs(6);
-        while Instant::now() < until {
-            match api.accept() {
-                Ok((conn, _)) => {
-                    let (registered, release) = (registered.clone(), release.clone());
-                    thread::spawn(move || {
-                        let _ = serve_conn(conn, &registered, &release);
-                    });
-                }
-                Err(_) => thread::sleep(Duration::from_micros(50)),
+    /// write. `event/next` waits for `release`, then says SHUTDOWN. The accept blocks (no
+    /// polling interval between the extension's connect and its request being read); `stop`
+    /// and one more connect end it.
+    fn serve_api(
+        api: TcpListener,
+        registered: mpsc::Sender<Instant>,
+        release: mpsc::Receiver<()>,
+        stop: &AtomicBool,
+    ) {
+        let release = Arc::new(std::sync::Mutex::new(release));
+        let mut conns = Vec::new();
+        while let Ok((conn, _)) = api.accept() {
+            if stop.load(Ordering::Relaxed) {
+                break;
             }
+            let (registered, release) = (registered.clone(), release.clone());
+            conns.push(thread::spawn(move || {
+                let _ = serve_conn(conn, &registered, &release);
+            }));
         }
+        drop(conns);
     }
 
     fn serve_conn(

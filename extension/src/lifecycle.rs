@@ -6,9 +6,9 @@
 //!  init      parse config → logging → bind the OTLP receivers and the Runtime API proxy on
 //!            127.0.0.1 (a taken receiver or proxy port leaves that one out) → build the exporter
 //!            (cheap: no credentials, TLS or DNS until the first export) → spawn the span buffer
-//!            and the servers → register, while the Telemetry API listener binds on
-//!            sandbox.localdomain (a resolver call) → subscribe to the Telemetry API → event
-//!            loop. Any init failure → register, `init/error`, exit 1.
+//!            and the servers; bind the Telemetry API listener on sandbox.localdomain's address
+//!            when /etc/hosts has it → register → (otherwise now: resolve and bind) → subscribe
+//!            to the Telemetry API → event loop. Any init failure → register, `init/error`, exit 1.
 //!
 //!  loop      GET event/next ──INVOKE──▶ ask the flush policy (flush.rs):
 //!              │                          flush at this invocation's end?
@@ -364,18 +364,15 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
             return RunSummary::failed(Exit::InitFailed, message, Stats::default().snapshot());
         }
     };
-    // The Telemetry API listener is bound while register is in flight: it needs the address of
-    // `sandbox.localdomain`, a resolver call on a blocking thread (up to
-    // `telemetry::SANDBOX_RESOLVE_TIMEOUT`) that would otherwise sit on the start-up path; Lambda
-    // only needs it before we subscribe (docs/performance.md).
-    let telemetry_bind = async {
-        match telemetry::bind(config.telemetry_port).await {
-            Ok(l) => Ok(l),
-            Err(e) => {
-                warn!(error = %e, "Telemetry API port taken; listening on a free port instead");
-                telemetry::bind(0).await
-            }
-        }
+    // The Telemetry API listener is bound on the address of `sandbox.localdomain`. Where
+    // /etc/hosts names it (Lambda), that is a read of a small file: bound here, with the others.
+    // Where it does not (emulators, developer machines), the system resolver would need a
+    // blocking thread and DNS, which would sit on the start-up path and compete with it for the
+    // CPU: bound after register instead (Lambda needs it only before we subscribe;
+    // docs/performance.md "Start-up").
+    let early_listener = match telemetry::sandbox_address_from_hosts() {
+        Some(ip) => Some(telemetry::bind_or_any(ip, config.telemetry_port).await),
+        None => None,
     };
 
     // Spawn the buffer and the servers.
@@ -396,8 +393,7 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
     // response or an error.
     let (end_tx, end_rx) = invocation_end_channel();
 
-    let (registered, listener) = tokio::join!(client.register(&name), telemetry_bind);
-    let registration = match registered {
+    let registration = match client.register(&name).await {
         Ok(r) => r,
         Err(e) => {
             error!(error = %e, "cannot register with the Extensions API");
@@ -405,6 +401,13 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
             stop_servers(&mut servers).await;
             buffer_task.abort();
             return RunSummary::failed(Exit::InitFailed, e.to_string(), stats.snapshot());
+        }
+    };
+    let listener = match early_listener {
+        Some(bound) => bound,
+        None => {
+            let ip = telemetry::sandbox_address().await;
+            telemetry::bind_or_any(ip, config.telemetry_port).await
         }
     };
     let listener = match listener {

@@ -636,9 +636,47 @@ impl TelemetryCounters {
     }
 }
 
+/// Where the system's resolver looks first for a host name.
+pub const HOSTS_FILE: &str = "/etc/hosts";
+
+/// The address of `sandbox.localdomain` from [`HOSTS_FILE`], read on the calling thread: no
+/// resolver thread, no DNS. `None` when the file cannot be read or does not name the host.
+pub fn sandbox_address_from_hosts() -> Option<IpAddr> {
+    let text = std::fs::read_to_string(HOSTS_FILE).ok()?;
+    hosts_lookup(&text, SANDBOX_HOST)
+}
+
+/// The address a hosts file (`hosts`, its text) gives `name`: the first IPv4 address of the
+/// lines naming it (case-insensitively, as canonical name or alias), else the first other
+/// address; unspecified addresses are skipped. Comments (`#` to the end of a line) and lines
+/// that do not start with an address are ignored.
+pub fn hosts_lookup(hosts: &str, name: &str) -> Option<IpAddr> {
+    let mut other = None;
+    for line in hosts.lines() {
+        let line = line.split('#').next().unwrap_or_default();
+        let mut fields = line.split_whitespace();
+        let Some(Ok(ip)) = fields.next().map(str::parse::<IpAddr>) else {
+            continue;
+        };
+        if ip.is_unspecified() || !fields.any(|n| n.eq_ignore_ascii_case(name)) {
+            continue;
+        }
+        if ip.is_ipv4() {
+            return Some(ip);
+        }
+        other = other.or(Some(ip));
+    }
+    other
+}
+
 /// The address of `sandbox.localdomain`, or 127.0.0.1 when it does not resolve within
 /// [`SANDBOX_RESOLVE_TIMEOUT`] or resolves to nothing usable. Never an unspecified address.
+/// [`HOSTS_FILE`] is read first, on the calling thread; only a name it lacks goes to the
+/// system resolver (on a blocking thread: DNS).
 pub async fn sandbox_address() -> IpAddr {
+    if let Some(ip) = sandbox_address_from_hosts() {
+        return ip;
+    }
     let lookup = tokio::net::lookup_host((SANDBOX_HOST, 0));
     let resolved = match tokio::time::timeout(SANDBOX_RESOLVE_TIMEOUT, lookup).await {
         Ok(Ok(addrs)) => {
@@ -667,6 +705,18 @@ pub struct TelemetryListener {
 /// Binds `port` on the sandbox address.
 pub async fn bind(port: u16) -> Result<TelemetryListener, TelemetryBindError> {
     bind_on(sandbox_address().await, port).await
+}
+
+/// Binds `port` on `ip`, or a free port there when `port` is taken (logged: Lambda only needs
+/// the port we subscribe with).
+pub async fn bind_or_any(ip: IpAddr, port: u16) -> Result<TelemetryListener, TelemetryBindError> {
+    match bind_on(ip, port).await {
+        Ok(l) => Ok(l),
+        Err(e) => {
+            tracing::warn!(error = %e, "Telemetry API port taken; listening on a free port instead");
+            bind_on(ip, 0).await
+        }
+    }
 }
 
 /// Binds `ip:port` (tests use it with 127.0.0.1 and port 0).
@@ -933,6 +983,60 @@ mod tests {
             l.destination_uri()
                 .starts_with("http://sandbox.localdomain:")
         );
+    }
+
+    #[test]
+    fn hosts_lookup_reads_the_hosts_file_format() {
+        let hosts = "# comment\n127.0.0.1 localhost\n\n::1 ip6-localhost Sandbox.LocalDomain\n\
+                     169.254.100.1\tsandbox.localdomain sandbox # the sandbox\n\
+                     10.0.0.1 sandbox.localdomain\n";
+        assert_eq!(
+            hosts_lookup(hosts, SANDBOX_HOST),
+            Some("169.254.100.1".parse().unwrap())
+        );
+        assert_eq!(
+            hosts_lookup(hosts, "sandbox"),
+            Some("169.254.100.1".parse().unwrap())
+        );
+        // Only an IPv6 line names it: that address.
+        assert_eq!(
+            hosts_lookup("::1 ip6-localhost sandbox.localdomain\n", SANDBOX_HOST),
+            Some("::1".parse().unwrap())
+        );
+        // A commented-out name, an unspecified address, a bad address, a bare address: no.
+        for hosts in [
+            "127.0.0.1 localhost # sandbox.localdomain\n",
+            "0.0.0.0 sandbox.localdomain\n",
+            "169.254.100.300 sandbox.localdomain\n",
+            "sandbox.localdomain 127.0.0.1\n",
+            "127.0.0.1\n",
+            "",
+        ] {
+            assert_eq!(hosts_lookup(hosts, SANDBOX_HOST), None, "{hosts:?}");
+        }
+        assert_eq!(
+            hosts_lookup("127.0.0.1 sandbox.localdomainx\n", SANDBOX_HOST),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn sandbox_address_agrees_with_the_hosts_file() {
+        // Where the machine's hosts file names the host, that address is used as it is.
+        if let Some(ip) = sandbox_address_from_hosts() {
+            assert_eq!(sandbox_address().await, ip);
+        }
+    }
+
+    #[tokio::test]
+    async fn taken_port_moves_to_a_free_one() {
+        let first = bind_on(IpAddr::V4(Ipv4Addr::LOCALHOST), 0).await.unwrap();
+        let port = first.local_addr().port();
+        let moved = bind_or_any(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+            .await
+            .unwrap();
+        assert_ne!(moved.local_addr().port(), port);
+        assert_eq!(moved.local_addr().ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
     }
 
     #[tokio::test]
