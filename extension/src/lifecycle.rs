@@ -7,8 +7,9 @@
 //!            127.0.0.1 (a taken receiver or proxy port leaves that one out) → build the exporter
 //!            (cheap: no credentials, TLS or DNS until the first export) → spawn the span buffer
 //!            and the servers; bind the Telemetry API listener on sandbox.localdomain's address
-//!            when /etc/hosts has it → register → (otherwise now: resolve and bind) → subscribe
-//!            to the Telemetry API → event loop. Any init failure → register, `init/error`, exit 1.
+//!            when /etc/hosts has it → register (otherwise resolve and bind meanwhile) → serve
+//!            the Runtime API proxy → subscribe to the Telemetry API → event loop. Any init
+//!            failure → register, `init/error`, exit 1.
 //!
 //!  loop      GET event/next ──INVOKE──▶ ask the flush policy (flush.rs):
 //!              │                          flush at this invocation's end?
@@ -365,14 +366,23 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
         }
     };
     // The Telemetry API listener is bound on the address of `sandbox.localdomain`. Where
-    // /etc/hosts names it (Lambda), that is a read of a small file: bound here, with the others.
-    // Where it does not (emulators, developer machines), the system resolver would need a
-    // blocking thread and DNS, which would sit on the start-up path and compete with it for the
-    // CPU: bound after register instead (Lambda needs it only before we subscribe;
-    // docs/performance.md "Start-up").
+    // /etc/hosts names it (Lambda), that is a read of a small file: bound here, with the others,
+    // and no resolver thread competes with the start-up. Where it does not (emulators, developer
+    // machines), the system resolver needs a blocking thread and DNS: that runs while register
+    // is in flight, since Lambda needs the listener only before we subscribe
+    // (docs/performance.md "Start-up").
     let early_listener = match telemetry::sandbox_address_from_hosts() {
         Some(ip) => Some(telemetry::bind_or_any(ip, config.telemetry_port).await),
         None => None,
+    };
+    let telemetry_bind = async {
+        match early_listener {
+            Some(bound) => bound,
+            None => {
+                let ip = telemetry::sandbox_address().await;
+                telemetry::bind_or_any(ip, config.telemetry_port).await
+            }
+        }
     };
 
     // Spawn the buffer and the servers.
@@ -393,7 +403,8 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
     // response or an error.
     let (end_tx, end_rx) = invocation_end_channel();
 
-    let registration = match client.register(&name).await {
+    let (registered, listener) = tokio::join!(client.register(&name), telemetry_bind);
+    let registration = match registered {
         Ok(r) => r,
         Err(e) => {
             error!(error = %e, "cannot register with the Extensions API");
@@ -403,13 +414,43 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
             return RunSummary::failed(Exit::InitFailed, e.to_string(), stats.snapshot());
         }
     };
-    let listener = match early_listener {
-        Some(bound) => bound,
-        None => {
-            let ip = telemetry::sandbox_address().await;
-            telemetry::bind_or_any(ip, config.telemetry_port).await
-        }
+    // The Runtime API proxy is served as soon as the registration names the function: the
+    // runtime starts once every extension has registered, and the wrapper's health probe must
+    // find the proxy answering (it waits only briefly), not still behind the Telemetry API
+    // set-up below.
+    let info = FunctionInfo {
+        function_name: registration.function_name.clone(),
+        function_version: registration.function_version.clone(),
+        account_id: registration.account_id.clone(),
+        region: config.region.clone(),
+        service_name: config.service_name.clone(),
+        resource_attributes: config.resource_attributes.clone(),
     };
+    let platform = config
+        .platform_spans
+        .then(|| PlatformSpans::new(info.clone()));
+    let invocation_spans = proxy_listener.map(|listener| {
+        let spans = InvocationSpans::shared(
+            &info,
+            SpanSettings {
+                precedence: config.context_precedence.clone(),
+                baggage_attributes: config.baggage_attributes.clone(),
+                provisioned: config.initialization_type.as_deref()
+                    == Some("provisioned-concurrency"),
+            },
+        );
+        let parts = ProxyParts {
+            upstream: runtime_api.clone(),
+            end: end_tx.clone(),
+            buffer: buffer.clone(),
+            spans: Some(Arc::clone(&spans)),
+        };
+        if let Err(e) = runtime_proxy::serve(listener, parts, root.child_token(), &mut servers) {
+            error!(error = %e, "Runtime API proxy not started");
+        }
+        spans
+    });
+
     let listener = match listener {
         Ok(l) => l,
         Err(e) => {
@@ -454,39 +495,6 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
             false
         }
     };
-
-    let info = FunctionInfo {
-        function_name: registration.function_name.clone(),
-        function_version: registration.function_version.clone(),
-        account_id: registration.account_id.clone(),
-        region: config.region.clone(),
-        service_name: config.service_name.clone(),
-        resource_attributes: config.resource_attributes.clone(),
-    };
-    let platform = config
-        .platform_spans
-        .then(|| PlatformSpans::new(info.clone()));
-    let invocation_spans = proxy_listener.map(|listener| {
-        let spans = InvocationSpans::shared(
-            &info,
-            SpanSettings {
-                precedence: config.context_precedence.clone(),
-                baggage_attributes: config.baggage_attributes.clone(),
-                provisioned: config.initialization_type.as_deref()
-                    == Some("provisioned-concurrency"),
-            },
-        );
-        let parts = ProxyParts {
-            upstream: runtime_api.clone(),
-            end: end_tx.clone(),
-            buffer: buffer.clone(),
-            spans: Some(Arc::clone(&spans)),
-        };
-        if let Err(e) = runtime_proxy::serve(listener, parts, root.child_token(), &mut servers) {
-            error!(error = %e, "Runtime API proxy not started");
-        }
-        spans
-    });
 
     let self_metrics = SelfMetrics::stdout(config.self_metrics, &registration.function_name);
     if let Some(ready) = options.ready {
