@@ -44,6 +44,7 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -63,7 +64,7 @@ use crate::lambda::extensions_api::{
     ExtensionsClient, InvokeEvent, NextEvent, Registration, ShutdownReason,
 };
 use crate::lambda::invocation::{
-    EndSource, InvocationEnd, InvocationEndReceiver, InvocationEndSender, RecentIds,
+    AnswerHold, EndSource, InvocationEnd, InvocationEndReceiver, InvocationEndSender, RecentIds,
     invocation_end_channel,
 };
 use crate::lambda::invocation_span::{
@@ -73,7 +74,7 @@ use crate::lambda::invocation_span::{
 use crate::lambda::platform_spans::{FunctionInfo, PlatformSpans};
 use crate::lambda::runtime_proxy::{self, ProxyParts};
 use crate::lambda::telemetry::{
-    self, TelemetryCounters, TelemetryCountersSnapshot, TelemetryEvent, TelemetryRecord,
+    self, Delivery, TelemetryCounters, TelemetryCountersSnapshot, TelemetryRecord,
 };
 use crate::receiver::{self, ReceiveError};
 use crate::self_metrics::{self, FlushFigures, SelfMetrics};
@@ -519,6 +520,7 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
         policy: FlushPolicy::new(config.flush),
         platform,
         telemetry_rx,
+        held_answers: Vec::new(),
         end_rx,
         ended: RecentIds::new(RECENT_ENDS),
         export_timeout: config.export_timeout,
@@ -656,7 +658,9 @@ struct Lifecycle {
     exporter: Exporter,
     policy: FlushPolicy,
     platform: Option<PlatformSpans>,
-    telemetry_rx: mpsc::Receiver<Vec<TelemetryEvent>>,
+    telemetry_rx: mpsc::Receiver<Delivery>,
+    /// Answers to the signallers of invocation ends, held until `event/next` is on its way.
+    held_answers: Vec<AnswerHold>,
     end_rx: InvocationEndReceiver,
     ended: RecentIds,
     export_timeout: Duration,
@@ -722,13 +726,26 @@ impl Lifecycle {
     ) -> Waited {
         let next = client.next_event();
         tokio::pin!(next);
+        // `event/next` is handed to its connection (one poll) before the held answers to
+        // Lambda's deliveries are let go, so that it is written first.
+        let first = std::future::poll_fn(|cx| Poll::Ready(next.as_mut().poll(cx))).await;
+        self.held_answers.clear();
+        if let Poll::Ready(result) = first {
+            return Waited::Event(result);
+        }
         loop {
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => return Waited::Cancelled,
                 result = &mut next => return Waited::Event(result),
-                Some(batch) = self.telemetry_rx.recv() => self.on_telemetry(batch).await,
-                Some(end) = self.end_rx.recv() => self.on_end_signal(&end),
+                Some(batch) = self.telemetry_rx.recv() => {
+                    self.on_telemetry(batch).await;
+                    self.held_answers.clear();
+                }
+                Some(mut end) = self.end_rx.recv() => {
+                    self.on_end_signal(&mut end);
+                    self.held_answers.clear();
+                }
                 () = self.pressure.notified() => {
                     self.flush(FlushReason::Pressure, None).await;
                 }
@@ -775,8 +792,8 @@ impl Lifecycle {
                             break EndSource::Telemetry.as_str();
                         }
                     }
-                    Some(end) = self.end_rx.recv() => {
-                        self.on_end_signal(&end);
+                    Some(mut end) = self.end_rx.recv() => {
+                        self.on_end_signal(&mut end);
                         if end.request_id == invoke.request_id {
                             break end.source.as_str();
                         }
@@ -807,7 +824,8 @@ impl Lifecycle {
         None
     }
 
-    fn on_end_signal(&mut self, end: &InvocationEnd) {
+    fn on_end_signal(&mut self, end: &mut InvocationEnd) {
+        self.held_answers.extend(end.hold.take());
         debug!(
             request_id = %end.request_id,
             source = end.source.as_str(),
@@ -819,7 +837,12 @@ impl Lifecycle {
 
     /// Feeds a delivery to the platform-span builder, pushes the spans it finished into the
     /// buffer (before anyone can flush for the same `runtimeDone`), and notes ended requests.
-    async fn on_telemetry(&mut self, batch: Vec<TelemetryEvent>) {
+    async fn on_telemetry(&mut self, delivery: Delivery) {
+        let Delivery {
+            events: batch,
+            hold,
+        } = delivery;
+        self.held_answers.extend(hold);
         let now = unix_nanos_now();
         let mut spans = Vec::new();
         for event in &batch {
@@ -1011,6 +1034,7 @@ impl Lifecycle {
         while let Ok(batch) = self.telemetry_rx.try_recv() {
             self.on_telemetry(batch).await;
         }
+        self.held_answers.clear();
         let now = Instant::now();
         let flush_deadline = match deadline.checked_sub(SHUTDOWN_MARGIN) {
             Some(d) if d > now + MIN_FLUSH_BUDGET => d,

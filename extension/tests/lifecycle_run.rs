@@ -217,14 +217,21 @@ async fn the_runtime_proxy_signal_ends_the_invocation() {
             ready
                 .invocation_end
                 .invocation_ended("req-0", EndSource::RuntimeProxy, None)
+                .is_some()
         );
         assert!(fake.no_next_call_for(Duration::from_millis(200)).await);
         let signalled = Instant::now();
-        assert!(ready.invocation_end.invocation_ended(
-            "req-1",
-            EndSource::RuntimeProxy,
-            Some("Runtime.HandlerError".into())
-        ));
+        let held = ready
+            .invocation_end
+            .invocation_ended(
+                "req-1",
+                EndSource::RuntimeProxy,
+                Some("Runtime.HandlerError".into()),
+            )
+            .unwrap();
+        // The lifecycle lets the proxy answer once its event/next is on its way, not at the cap.
+        held.released().await;
+        assert!(signalled.elapsed() < otel_xray::lambda::invocation::ANSWER_HOLD_MAX);
         let second = fake.next_call(5 * SECOND).await;
         assert!(second.at.duration_since(signalled) < 5 * SECOND);
         assert_eq!(ready.stats.snapshot().in_flight(), 0);

@@ -286,6 +286,70 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// The answer to a delivery carrying `platform.runtimeDone` waits until the lifecycle drops
+/// its hold (or `invocation::ANSWER_HOLD_MAX` passes); other deliveries are answered at once.
+#[tokio::test]
+async fn a_runtime_done_delivery_is_answered_when_its_hold_is_dropped() {
+    let listener = telemetry::bind_on(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)
+        .await
+        .unwrap();
+    let url = format!("http://{}/", listener.local_addr());
+    let (tx, mut rx) = mpsc::channel(64);
+    let cancel = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    listener.serve(
+        tx,
+        Arc::new(TelemetryCounters::default()),
+        cancel.clone(),
+        &mut tasks,
+    );
+    let post = |name: &str| {
+        let (url, body) = (url.clone(), fixture(name));
+        tokio::spawn(async move { lifecycle_support::post(&url, body).await })
+    };
+    let recv = async |rx: &mut mpsc::Receiver<_>| {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap()
+    };
+
+    // Held while the hold lives, answered once it is dropped.
+    let answer = post("platform.runtimeDone.json");
+    let delivery: telemetry::Delivery = recv(&mut rx).await;
+    assert!(delivery.hold.is_some());
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert!(!answer.is_finished(), "answered while held");
+    drop(delivery);
+    let status = tokio::time::timeout(Duration::from_secs(5), answer)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+
+    // No runtimeDone, no hold: answered before the delivery is even taken.
+    let answer = post("platform.start.json");
+    let status = tokio::time::timeout(Duration::from_secs(5), answer)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert!(recv(&mut rx).await.hold.is_none());
+
+    // A hold nobody drops is let go after ANSWER_HOLD_MAX.
+    let started = std::time::Instant::now();
+    let answer = post("platform.runtimeDone.json");
+    let kept = recv(&mut rx).await;
+    let status = tokio::time::timeout(Duration::from_secs(5), answer)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert!(started.elapsed() >= otel_xray::lambda::invocation::ANSWER_HOLD_MAX);
+    assert!(kept.hold.is_some());
+    cancel.cancel();
+}
+
 #[tokio::test]
 async fn listener_accepts_fixtures_and_refuses_malformed_batches() {
     let listener = telemetry::bind_on(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)
@@ -320,7 +384,7 @@ async fn listener_accepts_fixtures_and_refuses_malformed_batches() {
             .await
             .unwrap()
             .unwrap();
-        received += batch.len();
+        received += batch.events.len();
     }
     assert_eq!(received, expected_events);
 

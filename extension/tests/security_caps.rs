@@ -54,7 +54,7 @@ async fn telemetry_delivery_over_the_cap_is_refused_and_the_listener_keeps_servi
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(batch.len(), 1);
+    assert_eq!(batch.events.len(), 1);
 
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(2), async {

@@ -7,8 +7,9 @@
 //! end twice, or for a request that is already over, is harmless.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// Who saw the invocation end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,8 +30,40 @@ impl EndSource {
     }
 }
 
+/// Keeps the answer to whoever signalled an invocation's end (Lambda's Telemetry API delivery,
+/// the runtime's `POST …/response`) from being written until it is dropped, or until
+/// [`ANSWER_HOLD_MAX`] has passed. The lifecycle drops its holds once its `event/next` is handed
+/// to its connection, so that request leaves first: an answer costs a write (and, on the
+/// Telemetry API's connection, a shutdown and a close) that would otherwise come between the
+/// end and `event/next` (docs/performance.md, "Answering after event/next").
+#[derive(Debug)]
+pub struct AnswerHold {
+    _release: oneshot::Sender<()>,
+}
+
+/// The answering side of an [`AnswerHold`].
+#[derive(Debug)]
+pub struct HeldAnswer(oneshot::Receiver<()>);
+
+/// The longest an answer is held: far beyond a flush to the daemon, well within what Lambda and
+/// a runtime client wait for an answer.
+pub const ANSWER_HOLD_MAX: Duration = Duration::from_millis(100);
+
+/// A new hold and its answering side.
+pub fn hold_answer() -> (AnswerHold, HeldAnswer) {
+    let (tx, rx) = oneshot::channel();
+    (AnswerHold { _release: tx }, HeldAnswer(rx))
+}
+
+impl HeldAnswer {
+    /// Waits until the hold is dropped, at most [`ANSWER_HOLD_MAX`].
+    pub async fn released(self) {
+        let _ = tokio::time::timeout(ANSWER_HOLD_MAX, self.0).await;
+    }
+}
+
 /// The runtime has finished one invocation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct InvocationEnd {
     /// The request id (`Lambda-Runtime-Aws-Request-Id` / the INVOKE event's `requestId`).
     pub request_id: String,
@@ -38,6 +71,8 @@ pub struct InvocationEnd {
     pub source: EndSource,
     /// `None` for a response, the error type (e.g. `Runtime.HandlerError`) for an error.
     pub error_type: Option<String>,
+    /// The hold on the signaller's answer, for the lifecycle to drop.
+    pub hold: Option<AnswerHold>,
 }
 
 /// How many signals may wait in the channel; more are dropped (the deadline still ends the wait).
@@ -62,22 +97,26 @@ pub fn invocation_end_channel() -> (InvocationEndSender, InvocationEndReceiver) 
 }
 
 impl InvocationEndSender {
-    /// Signals that `request_id` is over. Never blocks: returns false when the signal could not
+    /// Signals that `request_id` is over. Never blocks: returns `None` when the signal could not
     /// be queued (the lifecycle is gone or far behind), in which case the Telemetry API or the
-    /// invocation deadline ends the wait instead.
+    /// invocation deadline ends the wait instead; otherwise the answer to await before answering
+    /// the runtime ([`AnswerHold`]).
     pub fn invocation_ended(
         &self,
         request_id: impl Into<String>,
         source: EndSource,
         error_type: Option<String>,
-    ) -> bool {
+    ) -> Option<HeldAnswer> {
+        let (hold, held) = hold_answer();
         self.tx
             .try_send(InvocationEnd {
                 request_id: request_id.into(),
                 source,
                 error_type,
+                hold: Some(hold),
             })
-            .is_ok()
+            .ok()
+            .map(|()| held)
     }
 }
 
@@ -142,13 +181,22 @@ mod tests {
     async fn sender_never_blocks() {
         let (tx, mut rx) = invocation_end_channel();
         for i in 0..END_CHANNEL_CAPACITY {
-            assert!(tx.invocation_ended(format!("r{i}"), EndSource::RuntimeProxy, None));
+            assert!(
+                tx.invocation_ended(format!("r{i}"), EndSource::RuntimeProxy, None)
+                    .is_some()
+            );
         }
-        assert!(!tx.invocation_ended("overflow", EndSource::RuntimeProxy, None));
+        assert!(
+            tx.invocation_ended("overflow", EndSource::RuntimeProxy, None)
+                .is_none()
+        );
         let first = rx.recv().await.unwrap();
         assert_eq!(first.request_id, "r0");
         assert_eq!(first.source, EndSource::RuntimeProxy);
         drop(rx);
-        assert!(!tx.invocation_ended("late", EndSource::Telemetry, None));
+        assert!(
+            tx.invocation_ended("late", EndSource::Telemetry, None)
+                .is_none()
+        );
     }
 }

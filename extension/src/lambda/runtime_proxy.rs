@@ -378,18 +378,21 @@ impl Proxy {
                 let span = lock(spans).end(&request_id, outcome, unix_nanos_now());
                 self.push(span.into_iter().collect()).await;
             }
-            if !self.parts.end.invocation_ended(
+            let held = self.parts.end.invocation_ended(
                 request_id.clone(),
                 EndSource::RuntimeProxy,
                 error_type.clone(),
-            ) {
-                debug!(request_id = %request_id, "end signal not queued");
-            }
+            );
             debug!(
                 request_id = %request_id,
                 error_type = error_type.as_deref().unwrap_or(""),
                 "runtime posted its result"
             );
+            // The runtime is answered once the extension's `event/next` is on its way.
+            match held {
+                Some(held) => held.released().await,
+                None => debug!(request_id = %request_id, "end signal not queued"),
+            }
         }
         resp.map(BodyExt::boxed)
     }

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use super::extensions_api::{
     ApiError, CALL_TIMEOUT, EXTENSION_ID_HEADER, ExtensionsClient, expect_status,
 };
+use super::invocation::{AnswerHold, hold_answer};
 use crate::config::OTEL_XRAY_TELEMETRY_PORT;
 
 /// The host name Lambda delivers telemetry to (the only one it accepts in a destination URI).
@@ -636,6 +637,14 @@ impl TelemetryCounters {
     }
 }
 
+/// One delivery, as the lifecycle receives it: the parsed events and, when they end an
+/// invocation (`platform.runtimeDone`), the hold on Lambda's answer ([`AnswerHold`]).
+#[derive(Debug)]
+pub struct Delivery {
+    pub events: Vec<TelemetryEvent>,
+    pub hold: Option<AnswerHold>,
+}
+
 /// Where the system's resolver looks first for a host name.
 pub const HOSTS_FILE: &str = "/etc/hosts";
 
@@ -751,7 +760,7 @@ impl TelemetryListener {
     /// Serves until `cancel` fires. Each accepted delivery is sent, parsed, to `sink`.
     pub fn serve(
         self,
-        sink: mpsc::Sender<Vec<TelemetryEvent>>,
+        sink: mpsc::Sender<Delivery>,
         counters: Arc<TelemetryCounters>,
         cancel: CancellationToken,
         tasks: &mut JoinSet<()>,
@@ -762,7 +771,7 @@ impl TelemetryListener {
 
 async fn accept_loop(
     listener: TcpListener,
-    sink: mpsc::Sender<Vec<TelemetryEvent>>,
+    sink: mpsc::Sender<Delivery>,
     counters: Arc<TelemetryCounters>,
     cancel: CancellationToken,
 ) {
@@ -815,7 +824,7 @@ fn respond(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 
 async fn handle(
     req: Request<Incoming>,
-    sink: mpsc::Sender<Vec<TelemetryEvent>>,
+    sink: mpsc::Sender<Delivery>,
     counters: Arc<TelemetryCounters>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.method() != Method::POST {
@@ -858,8 +867,24 @@ async fn handle(
             .unparsed_events
             .fetch_add(unparsed as u64, Ordering::Relaxed);
     }
-    if !events.is_empty() && sink.send(events).await.is_err() {
+    if events.is_empty() {
+        return Ok(respond(StatusCode::OK, ""));
+    }
+    let ends = events
+        .iter()
+        .any(|e| matches!(e.record, TelemetryRecord::RuntimeDone(_)));
+    let (hold, held) = if ends {
+        let (hold, held) = hold_answer();
+        (Some(hold), Some(held))
+    } else {
+        (None, None)
+    };
+    if sink.send(Delivery { events, hold }).await.is_err() {
         tracing::debug!("telemetry delivery after the lifecycle stopped; ignored");
+    }
+    // Released when the lifecycle drops the hold (at once if the delivery was not taken).
+    if let Some(held) = held {
+        held.released().await;
     }
     Ok(respond(StatusCode::OK, ""))
 }
