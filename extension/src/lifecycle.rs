@@ -380,7 +380,7 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
         match early_listener {
             Some(bound) => bound,
             None => {
-                let ip = telemetry::sandbox_address().await;
+                let ip = telemetry::resolve_sandbox_address().await;
                 telemetry::bind_or_any(ip, config.telemetry_port).await
             }
         }

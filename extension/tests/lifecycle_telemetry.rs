@@ -286,23 +286,46 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// The answer to a delivery carrying `platform.runtimeDone` waits until the lifecycle drops
-/// its hold (or `invocation::ANSWER_HOLD_MAX` passes); other deliveries are answered at once.
-#[tokio::test]
-async fn a_runtime_done_delivery_is_answered_when_its_hold_is_dropped() {
+/// A Telemetry API listener on 127.0.0.1, served into a channel: its URL, the lifecycle's end of
+/// the channel, the counters, and what stops it.
+struct Served {
+    url: String,
+    rx: mpsc::Receiver<telemetry::Delivery>,
+    counters: Arc<TelemetryCounters>,
+    cancel: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+async fn serve_listener() -> Served {
     let listener = telemetry::bind_on(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)
         .await
         .unwrap();
     let url = format!("http://{}/", listener.local_addr());
-    let (tx, mut rx) = mpsc::channel(64);
+    let counters = Arc::new(TelemetryCounters::default());
+    let (tx, rx) = mpsc::channel(64);
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    listener.serve(
-        tx,
-        Arc::new(TelemetryCounters::default()),
-        cancel.clone(),
-        &mut tasks,
-    );
+    listener.serve(tx, Arc::clone(&counters), cancel.clone(), &mut tasks);
+    Served {
+        url,
+        rx,
+        counters,
+        cancel,
+        tasks,
+    }
+}
+
+/// The answer to a delivery carrying `platform.runtimeDone` waits until the lifecycle drops
+/// its hold (or `invocation::ANSWER_HOLD_MAX` passes); other deliveries are answered at once.
+#[tokio::test]
+async fn a_runtime_done_delivery_is_answered_when_its_hold_is_dropped() {
+    let Served {
+        url,
+        mut rx,
+        cancel,
+        tasks: _serving,
+        ..
+    } = serve_listener().await;
     let post = |name: &str| {
         let (url, body) = (url.clone(), fixture(name));
         tokio::spawn(async move { lifecycle_support::post(&url, body).await })
@@ -352,15 +375,13 @@ async fn a_runtime_done_delivery_is_answered_when_its_hold_is_dropped() {
 
 #[tokio::test]
 async fn listener_accepts_fixtures_and_refuses_malformed_batches() {
-    let listener = telemetry::bind_on(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)
-        .await
-        .unwrap();
-    let url = format!("http://{}/", listener.local_addr());
-    let counters = Arc::new(TelemetryCounters::default());
-    let (tx, mut rx) = mpsc::channel(64);
-    let cancel = CancellationToken::new();
-    let mut tasks = JoinSet::new();
-    listener.serve(tx, Arc::clone(&counters), cancel.clone(), &mut tasks);
+    let Served {
+        url,
+        mut rx,
+        counters,
+        cancel,
+        mut tasks,
+    } = serve_listener().await;
 
     let mut expected_events = 0;
     let mut posted = 0;

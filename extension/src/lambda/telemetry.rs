@@ -683,9 +683,15 @@ pub fn hosts_lookup(hosts: &str, name: &str) -> Option<IpAddr> {
 /// [`HOSTS_FILE`] is read first, on the calling thread; only a name it lacks goes to the
 /// system resolver (on a blocking thread: DNS).
 pub async fn sandbox_address() -> IpAddr {
-    if let Some(ip) = sandbox_address_from_hosts() {
-        return ip;
+    match sandbox_address_from_hosts() {
+        Some(ip) => ip,
+        None => resolve_sandbox_address().await,
     }
+}
+
+/// The address of `sandbox.localdomain` from the system resolver (a blocking thread, DNS), or
+/// 127.0.0.1 as [`sandbox_address`] says; for a name [`HOSTS_FILE`] was already found to lack.
+pub async fn resolve_sandbox_address() -> IpAddr {
     let lookup = tokio::net::lookup_host((SANDBOX_HOST, 0));
     let resolved = match tokio::time::timeout(SANDBOX_RESOLVE_TIMEOUT, lookup).await {
         Ok(Ok(addrs)) => {
