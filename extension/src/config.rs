@@ -84,8 +84,13 @@ pub const OTEL_XRAY_INVOCATION_SPAN: &str = "OTEL_XRAY_INVOCATION_SPAN";
 pub const OTEL_XRAY_AUTO_INSTRUMENTATION: &str = "OTEL_XRAY_AUTO_INSTRUMENTATION";
 /// Read by the wrapper only: path of the OpenTelemetry Java agent jar.
 pub const OTEL_XRAY_JAVA_AGENT: &str = "OTEL_XRAY_JAVA_AGENT";
-/// Set by Lambda: `on-demand`, `provisioned-concurrency` or `snap-start`.
+/// Set by Lambda: `on-demand`, `provisioned-concurrency`, `snap-start` or
+/// `lambda-managed-instances`.
 pub const AWS_LAMBDA_INITIALIZATION_TYPE: &str = "AWS_LAMBDA_INITIALIZATION_TYPE";
+/// Set by Lambda on Managed Instances: how many invocations one environment runs at once.
+pub const AWS_LAMBDA_MAX_CONCURRENCY: &str = "AWS_LAMBDA_MAX_CONCURRENCY";
+/// The `AWS_LAMBDA_INITIALIZATION_TYPE` of Lambda Managed Instances.
+pub const MANAGED_INSTANCES: &str = "lambda-managed-instances";
 /// Emit the extension's own accounting as CloudWatch EMF metrics on stdout.
 pub const OTEL_XRAY_SELF_METRICS: &str = "OTEL_XRAY_SELF_METRICS";
 
@@ -130,7 +135,7 @@ pub const ENV_VARS: &[EnvVarDoc] = &[
     EnvVarDoc {
         name: OTEL_XRAY_FLUSH,
         default: "end",
-        meaning: "`end` (after every invocation), `periodic,<ms>` or `adaptive`; always on SHUTDOWN",
+        meaning: "`end` (after every invocation), `periodic,<ms>` or `adaptive`; always on SHUTDOWN. On Managed Instances `periodic,<ms>` (default `periodic,1000`) is the background flush period",
     },
     EnvVarDoc {
         name: OTEL_XRAY_HTTP_PORT,
@@ -270,7 +275,12 @@ pub const ENV_VARS: &[EnvVarDoc] = &[
     EnvVarDoc {
         name: AWS_LAMBDA_INITIALIZATION_TYPE,
         default: "(set by Lambda)",
-        meaning: "`provisioned-concurrency` makes the first invocation's span say `faas.coldstart=false`",
+        meaning: "`provisioned-concurrency` makes the first invocation's span say `faas.coldstart=false`; `lambda-managed-instances` switches to Managed Instances mode (SHUTDOWN-only registration, background flushing, concurrent invocations)",
+    },
+    EnvVarDoc {
+        name: AWS_LAMBDA_MAX_CONCURRENCY,
+        default: "1; 256 on Managed Instances when not set",
+        meaning: "invocations one environment runs at once (set by Lambda on Managed Instances); sizes the tables of open invocations",
     },
     EnvVarDoc {
         name: AWS_LAMBDA_LOG_FORMAT,
@@ -406,6 +416,12 @@ pub struct Config {
     pub merge_invocation_spans: bool,
     /// `AWS_LAMBDA_INITIALIZATION_TYPE`.
     pub initialization_type: Option<String>,
+    /// Lambda Managed Instances (`AWS_LAMBDA_INITIALIZATION_TYPE=lambda-managed-instances`):
+    /// SHUTDOWN-only registration, concurrent invocations, background flushing.
+    pub managed_instances: bool,
+    /// `AWS_LAMBDA_MAX_CONCURRENCY` (when unset: 1, or
+    /// [`defaults::MANAGED_INSTANCES_CONCURRENCY`] on Managed Instances).
+    pub max_concurrency: u32,
     /// Emit EMF self-metrics on stdout.
     pub self_metrics: bool,
 }
@@ -424,21 +440,71 @@ pub struct ConfigWarning {
     pub fallback: String,
 }
 
-/// A setting that makes the extension useless.
+/// A setting that leaves the extension nothing to do. The extension then runs as a
+/// pass-through (lifecycle.rs): it never fails the function's init. Each message names the
+/// variable and the fix.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ConfigError {
     /// `OTEL_XRAY_EXPORTER=otlp` without `OTEL_XRAY_OTLP_ENDPOINT`.
-    #[error("OTEL_XRAY_EXPORTER=otlp needs OTEL_XRAY_OTLP_ENDPOINT")]
+    #[error(
+        "OTEL_XRAY_EXPORTER=otlp needs OTEL_XRAY_OTLP_ENDPOINT: set it to an OTLP/HTTP traces URL \
+         (e.g. https://xray.<region>.amazonaws.com/v1/traces) or unset OTEL_XRAY_EXPORTER"
+    )]
     MissingOtlpEndpoint,
     /// `OTEL_XRAY_OTLP_ENDPOINT` is not an http(s) URL.
-    #[error("OTEL_XRAY_OTLP_ENDPOINT={0:?} is not an http:// or https:// URL")]
+    #[error(
+        "OTEL_XRAY_OTLP_ENDPOINT={0:?} is not an http:// or https:// URL: set it to an OTLP/HTTP \
+         traces URL or unset OTEL_XRAY_EXPORTER"
+    )]
     BadOtlpEndpoint(String),
     /// The `api` exporter cannot find its endpoint.
-    #[error("the api exporter needs AWS_REGION (or OTEL_XRAY_API_ENDPOINT)")]
+    #[error("the api exporter needs AWS_REGION: set AWS_REGION or OTEL_XRAY_API_ENDPOINT")]
     MissingRegion,
     /// `OTEL_XRAY_EXPORTER=daemon` without a usable `AWS_XRAY_DAEMON_ADDRESS`.
-    #[error("OTEL_XRAY_EXPORTER=daemon needs AWS_XRAY_DAEMON_ADDRESS (host:port)")]
+    #[error(
+        "OTEL_XRAY_EXPORTER=daemon needs AWS_XRAY_DAEMON_ADDRESS (host:port): turn on active \
+         tracing, set AWS_XRAY_DAEMON_ADDRESS, or unset OTEL_XRAY_EXPORTER"
+    )]
     MissingDaemonAddress,
+}
+
+impl ConfigError {
+    /// The variable to fix.
+    pub fn variable(&self) -> &'static str {
+        match self {
+            ConfigError::MissingOtlpEndpoint | ConfigError::BadOtlpEndpoint(_) => {
+                OTEL_XRAY_OTLP_ENDPOINT
+            }
+            ConfigError::MissingRegion => AWS_REGION,
+            ConfigError::MissingDaemonAddress => AWS_XRAY_DAEMON_ADDRESS,
+        }
+    }
+}
+
+/// What the extension needs to know about the platform even when its own configuration is
+/// unusable: enough to register the right way and stay out of the function's way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    /// host:port of the Lambda APIs.
+    pub runtime_api: Option<String>,
+    /// Lambda Managed Instances.
+    pub managed_instances: bool,
+}
+
+impl Platform {
+    /// Reads the platform variables from `lookup`.
+    pub fn from_lookup<F: Fn(&str) -> Option<String>>(lookup: F) -> Self {
+        let get = |k: &str| {
+            lookup(k)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        Platform {
+            runtime_api: get(AWS_LAMBDA_RUNTIME_API),
+            managed_instances: get(AWS_LAMBDA_INITIALIZATION_TYPE)
+                .is_some_and(|t| t.eq_ignore_ascii_case(MANAGED_INSTANCES)),
+        }
+    }
 }
 
 /// Default ports and limits.
@@ -457,6 +523,11 @@ pub mod defaults {
     pub const BUFFER_MAX_SPANS: usize = 20_000;
     /// Flush budget.
     pub const EXPORT_TIMEOUT_MS: u64 = 1_000;
+    /// Concurrency assumed on Managed Instances when `AWS_LAMBDA_MAX_CONCURRENCY` is not visible
+    /// to the extension (Node's default is 64 per vCPU).
+    pub const MANAGED_INSTANCES_CONCURRENCY: u32 = 256;
+    /// Background flush period on Managed Instances (the longest a span waits there).
+    pub const MANAGED_INSTANCES_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 }
 
 impl Config {
@@ -584,21 +655,24 @@ impl Config {
             .is_some_and(|h| h.ends_with(".amazonaws.com"));
         let otlp_sigv4 = parse_bool(&get, OTEL_XRAY_OTLP_SIGV4, sigv4_default, &mut warnings);
 
-        let flush = match get(OTEL_XRAY_FLUSH) {
-            None => FlushMode::End,
-            Some(raw) => match parse_flush(&raw) {
-                Some(mode) => mode,
-                None => {
-                    warnings.push(ConfigWarning {
-                        var: OTEL_XRAY_FLUSH,
-                        value: raw,
-                        reason: "expected end, adaptive or periodic,<milliseconds>".into(),
-                        fallback: "end".into(),
-                    });
-                    FlushMode::End
-                }
+        let initialization_type = get(AWS_LAMBDA_INITIALIZATION_TYPE);
+        let managed_instances = initialization_type
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case(MANAGED_INSTANCES));
+        // Lambda may give this variable to the runtime only; on Managed Instances the tables
+        // are then sized for the largest per-vCPU default Lambda documents, several times over.
+        let max_concurrency = parse_number(
+            &get,
+            AWS_LAMBDA_MAX_CONCURRENCY,
+            if managed_instances {
+                u64::from(defaults::MANAGED_INSTANCES_CONCURRENCY)
+            } else {
+                1
             },
-        };
+            1..=10_000,
+            &mut warnings,
+        ) as u32;
+        let flush = parse_flush_mode(get(OTEL_XRAY_FLUSH), managed_instances, &mut warnings);
 
         let http_port = parse_port(
             &get,
@@ -754,7 +828,9 @@ impl Config {
                 context_precedence,
                 baggage_attributes,
                 merge_invocation_spans,
-                initialization_type: get(AWS_LAMBDA_INITIALIZATION_TYPE),
+                initialization_type,
+                managed_instances,
+                max_concurrency,
                 self_metrics,
             },
             warnings,
@@ -800,6 +876,56 @@ fn parse_daemon_address(raw: &str) -> Option<SocketAddr> {
         udp.to_owned()
     };
     udp.parse().ok()
+}
+
+/// The flush mode from `OTEL_XRAY_FLUSH`. On Managed Instances there are no invocation
+/// boundaries to flush at: only `periodic,<ms>` applies (as the background period), and
+/// [`defaults::MANAGED_INSTANCES_FLUSH`] is the default.
+fn parse_flush_mode(
+    raw: Option<String>,
+    managed_instances: bool,
+    warnings: &mut Vec<ConfigWarning>,
+) -> FlushMode {
+    let default = if managed_instances {
+        FlushMode::Periodic(defaults::MANAGED_INSTANCES_FLUSH)
+    } else {
+        FlushMode::End
+    };
+    let fallback = if managed_instances {
+        format!(
+            "periodic,{} (Managed Instances)",
+            defaults::MANAGED_INSTANCES_FLUSH.as_millis()
+        )
+    } else {
+        "end".to_owned()
+    };
+    let Some(raw) = raw else {
+        return default;
+    };
+    match parse_flush(&raw) {
+        Some(mode @ FlushMode::Periodic(_)) => mode,
+        Some(_) if managed_instances => {
+            warnings.push(ConfigWarning {
+                var: OTEL_XRAY_FLUSH,
+                value: raw,
+                reason: "Managed Instances have no invocation boundaries to flush at; \
+                         only periodic,<milliseconds> applies"
+                    .into(),
+                fallback,
+            });
+            default
+        }
+        Some(mode) => mode,
+        None => {
+            warnings.push(ConfigWarning {
+                var: OTEL_XRAY_FLUSH,
+                value: raw,
+                reason: "expected end, adaptive or periodic,<milliseconds>".into(),
+                fallback,
+            });
+            default
+        }
+    }
 }
 
 fn parse_flush(raw: &str) -> Option<FlushMode> {
@@ -979,6 +1105,64 @@ mod tests {
         assert_eq!(w.len(), 2);
         assert_eq!(c.context_precedence, DEFAULT_PRECEDENCE);
         assert!(c.merge_invocation_spans);
+    }
+
+    #[test]
+    fn managed_instances_flush_in_the_background_and_size_for_concurrency() {
+        let lmi = (AWS_LAMBDA_INITIALIZATION_TYPE, MANAGED_INSTANCES);
+        let (c, w) = parse(&[("AWS_REGION", "eu-west-1"), lmi]).unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert!(c.managed_instances);
+        assert_eq!(c.flush, FlushMode::Periodic(Duration::from_secs(1)));
+        assert_eq!(c.max_concurrency, defaults::MANAGED_INSTANCES_CONCURRENCY);
+        let (c, w) = parse(&[
+            ("AWS_REGION", "eu-west-1"),
+            lmi,
+            (OTEL_XRAY_FLUSH, "periodic,250"),
+            (AWS_LAMBDA_MAX_CONCURRENCY, "32"),
+        ])
+        .unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.flush, FlushMode::Periodic(Duration::from_millis(250)));
+        assert_eq!(c.max_concurrency, 32);
+        // `end` and `adaptive` need invocation boundaries: warned, and the default used.
+        for mode in ["end", "adaptive", "sometimes"] {
+            let (c, w) =
+                parse(&[("AWS_REGION", "eu-west-1"), lmi, (OTEL_XRAY_FLUSH, mode)]).unwrap();
+            assert_eq!(
+                c.flush,
+                FlushMode::Periodic(Duration::from_secs(1)),
+                "{mode}"
+            );
+            assert_eq!(w.len(), 1, "{mode}");
+            assert_eq!(w[0].var, OTEL_XRAY_FLUSH);
+            assert!(w[0].fallback.contains("periodic,1000"), "{}", w[0]);
+        }
+        // On-demand: unchanged.
+        let (c, _) = parse(&[("AWS_REGION", "eu-west-1")]).unwrap();
+        assert!(!c.managed_instances);
+        assert_eq!(c.flush, FlushMode::End);
+        assert_eq!(c.max_concurrency, 1);
+        let (_, w) = parse(&[
+            ("AWS_REGION", "eu-west-1"),
+            (AWS_LAMBDA_MAX_CONCURRENCY, "0"),
+        ])
+        .unwrap();
+        assert_eq!(w[0].var, AWS_LAMBDA_MAX_CONCURRENCY);
+    }
+
+    #[test]
+    fn configuration_errors_name_the_variable_and_the_fix() {
+        let e = parse(&[(OTEL_XRAY_EXPORTER, "otlp")]).unwrap_err();
+        assert_eq!(e.variable(), OTEL_XRAY_OTLP_ENDPOINT);
+        assert!(e.to_string().contains("set it to"), "{e}");
+        let e = parse(&[(OTEL_XRAY_EXPORTER, "daemon")]).unwrap_err();
+        assert_eq!(e.variable(), AWS_XRAY_DAEMON_ADDRESS);
+        let p = Platform::from_lookup(|k| {
+            (k == AWS_LAMBDA_INITIALIZATION_TYPE).then(|| " Lambda-Managed-Instances ".to_owned())
+        });
+        assert!(p.managed_instances);
+        assert_eq!(p.runtime_api, None);
     }
 
     #[test]

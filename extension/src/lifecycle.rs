@@ -55,13 +55,13 @@ use tracing::{debug, error, info, warn};
 
 use crate::buffer::{self, BufferHandle, SpanBatch};
 use crate::config::{
-    AWS_LAMBDA_RUNTIME_API, Config, ExporterKind, OTEL_XRAY_GRPC_PORT, OTEL_XRAY_HTTP_PORT,
-    OTEL_XRAY_PROXY, OTEL_XRAY_PROXY_PORT,
+    AWS_LAMBDA_RUNTIME_API, Config, ConfigError, ExporterKind, FlushMode, OTEL_XRAY_GRPC_PORT,
+    OTEL_XRAY_HTTP_PORT, OTEL_XRAY_PROXY, OTEL_XRAY_PROXY_PORT, Platform,
 };
 use crate::export::{ExportReport, Exporter};
 use crate::flush::{FlushPolicy, FlushReason};
 use crate::lambda::extensions_api::{
-    ExtensionsClient, InvokeEvent, NextEvent, Registration, ShutdownReason,
+    Events, ExtensionsClient, InvokeEvent, NextEvent, Registration, ShutdownReason,
 };
 use crate::lambda::invocation::{
     AnswerHold, EndSource, InvocationEnd, InvocationEndReceiver, InvocationEndSender, RecentIds,
@@ -112,8 +112,12 @@ pub const DEFAULT_EXTENSION_NAME: &str = "otel-xray";
 pub enum Exit {
     /// SHUTDOWN (or cancellation) handled: exit 0.
     Clean,
-    /// It could not start; `init/error` was reported where possible: exit 1.
+    /// It could not start (no Lambda API to talk to, or register failed): exit 1. Nothing the
+    /// user configures leads here: configuration problems run [`Exit::PassThrough`].
     InitFailed,
+    /// The configuration left nothing to do: registered for SHUTDOWN only, collected nothing,
+    /// ended at SHUTDOWN: exit 0.
+    PassThrough,
     /// A fatal error after init; `exit/error` was reported: exit 1.
     Fatal,
 }
@@ -150,7 +154,7 @@ impl RunSummary {
     /// 0 for [`Exit::Clean`], 1 otherwise.
     pub fn exit_code(&self) -> ExitCode {
         match self.exit {
-            Exit::Clean => ExitCode::SUCCESS,
+            Exit::Clean | Exit::PassThrough => ExitCode::SUCCESS,
             Exit::InitFailed | Exit::Fatal => ExitCode::FAILURE,
         }
     }
@@ -161,8 +165,9 @@ impl RunSummary {
 pub struct Ready {
     /// What register returned.
     pub registration: Registration,
-    /// Where the Telemetry API listener listens.
-    pub telemetry_addr: SocketAddr,
+    /// Where the Telemetry API listener listens (None: it could not bind; the extension runs
+    /// without the Telemetry API).
+    pub telemetry_addr: Option<SocketAddr>,
     /// False when the Telemetry API subscription failed.
     pub telemetry_subscribed: bool,
     /// Where the OTLP/HTTP receiver listens.
@@ -235,8 +240,9 @@ pub fn main_entry() -> ExitCode {
     summary.exit_code()
 }
 
-/// Parses the configuration from `lookup`, sets up logging and runs. A configuration error is
-/// reported through `init/error` (after registering, which Lambda requires first).
+/// Parses the configuration from `lookup`, sets up logging and runs. A configuration that
+/// leaves nothing to do runs the extension as a pass-through ([`Exit::PassThrough`]): it never
+/// fails the function's init (DESIGN.md "Lifecycle contract").
 pub async fn run_with_lookup<F>(lookup: F, options: RunOptions) -> RunSummary
 where
     F: Fn(&str) -> Option<String>,
@@ -251,23 +257,8 @@ where
         }
         Err(e) => {
             init_fallback_logging();
-            let message = e.to_string();
-            match lookup(AWS_LAMBDA_RUNTIME_API) {
-                Some(api) => match ExtensionsClient::new(&api) {
-                    Ok(mut client) => {
-                        report_init_failure(
-                            &mut client,
-                            &options.extension_name,
-                            "ConfigError",
-                            &message,
-                        )
-                        .await;
-                    }
-                    Err(api_err) => error!(error = %api_err, "{message}"),
-                },
-                None => error!("{message} (and AWS_LAMBDA_RUNTIME_API is not set)"),
-            }
-            RunSummary::failed(Exit::InitFailed, message, Stats::default().snapshot())
+            let platform = Platform::from_lookup(&lookup);
+            pass_through_unconfigured(&platform, &e, options).await
         }
     }
 }
@@ -277,23 +268,97 @@ fn init_fallback_logging() {
     crate::logging::init_fallback();
 }
 
-/// Registers (Lambda accepts `init/error` only from a registered extension), then reports.
-async fn report_init_failure(
-    client: &mut ExtensionsClient,
+/// The pass-through of a configuration error: the Extensions API client from the platform's
+/// variables, then [`pass_through`].
+async fn pass_through_unconfigured(
+    platform: &Platform,
+    error: &ConfigError,
+    options: RunOptions,
+) -> RunSummary {
+    let message = error.to_string();
+    let Some(api) = &platform.runtime_api else {
+        error!(
+            variable = error.variable(),
+            "{message} (and {AWS_LAMBDA_RUNTIME_API} is not set)"
+        );
+        return RunSummary::failed(Exit::InitFailed, message, Stats::default().snapshot());
+    };
+    match ExtensionsClient::new(api) {
+        Ok(client) => {
+            error!(variable = error.variable(), "{message}");
+            pass_through(client, &options.extension_name, message, &options.cancel).await
+        }
+        Err(api_err) => {
+            error!(error = %api_err, "{message}");
+            RunSummary::failed(Exit::InitFailed, message, Stats::default().snapshot())
+        }
+    }
+}
+
+/// Runs as a pass-through: registers for SHUTDOWN only (unless `client` is registered
+/// already), binds nothing (so the wrapper's probe finds no otel-xray and leaves the runtime
+/// alone), waits for SHUTDOWN and exits 0. Costs nothing per invocation. `problem` was logged
+/// by the caller, naming the variable and the fix.
+async fn pass_through(
+    mut client: ExtensionsClient,
     name: &str,
-    reason: &str,
-    message: &str,
-) {
-    error!(reason, "cannot start: {message}");
+    problem: String,
+    cancel: &CancellationToken,
+) -> RunSummary {
+    error!(
+        "otel-xray runs as a pass-through: it collects nothing and the function runs as it \
+         would without the layer"
+    );
+    let mut summary = RunSummary {
+        exit: Exit::PassThrough,
+        stats: Stats::default().snapshot(),
+        telemetry: TelemetryCountersSnapshot::default(),
+        invocations: 0,
+        shutdown_reason: None,
+        error: Some(problem),
+    };
     if client.extension_id().is_none()
-        && let Err(e) = client.register(name).await
+        && let Err(e) = client.register(name, Events::ShutdownOnly).await
     {
-        warn!(error = %e, "cannot register to report the init failure");
-        return;
+        error!(error = %e, "cannot register with the Extensions API");
+        summary.exit = Exit::InitFailed;
+        return summary;
     }
-    if let Err(e) = client.init_error(reason, message).await {
-        warn!(error = %e, "cannot report the init failure");
+    let mut failures = 0u32;
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = cancel.cancelled() => break,
+            next = client.next_event() => next,
+        };
+        match next {
+            Ok(NextEvent::Shutdown(s)) => {
+                summary.shutdown_reason = Some(s.reason);
+                break;
+            }
+            Ok(NextEvent::Invoke(_)) => {
+                failures = 0;
+                summary.invocations += 1;
+            }
+            Ok(NextEvent::Other(_)) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                if failures >= NEXT_EVENT_ATTEMPTS {
+                    warn!(error = %e, "event/next keeps failing; the pass-through ends");
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10 * u64::from(failures))).await;
+            }
+        }
     }
+    info!(
+        reason = summary
+            .shutdown_reason
+            .as_ref()
+            .map_or("cancelled", ShutdownReason::as_str),
+        "shutdown: pass-through, nothing collected"
+    );
+    summary
 }
 
 /// The variable that moves a receiver, for bind error messages.
@@ -329,6 +394,23 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
             );
         }
     };
+    // Cheap (no credentials, TLS or DNS until the first export); before any bind, so that an
+    // exporter that cannot be built leaves nothing bound for the wrapper to find.
+    let exporter = match Exporter::from_config(&config) {
+        Ok(e) => e,
+        Err(e) => {
+            let message = e.to_string();
+            error!(error = %e, "the exporter cannot be built");
+            return pass_through(client, &name, message, &options.cancel).await;
+        }
+    };
+    // Managed Instances accept SHUTDOWN only and never freeze: invocations run at once and the
+    // buffer is flushed in the background (docs/managed-instances.md).
+    let events = if config.managed_instances {
+        Events::ShutdownOnly
+    } else {
+        Events::InvokeAndShutdown
+    };
 
     // Bind every listener before registering. A port another process holds must not fail the
     // function: the receiver on it is left out (logged once, with the variable that moves it) and
@@ -358,14 +440,6 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
         None
     };
     let proxy_addr = proxy_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let exporter = match Exporter::from_config(&config) {
-        Ok(e) => e,
-        Err(e) => {
-            let message = e.to_string();
-            report_init_failure(&mut client, &name, "ConfigError", &message).await;
-            return RunSummary::failed(Exit::InitFailed, message, Stats::default().snapshot());
-        }
-    };
     // The Telemetry API listener is bound on the address of `sandbox.localdomain`. Where
     // /etc/hosts names it (Lambda), that is a read of a small file: bound here, with the others,
     // and no resolver thread competes with the start-up. Where it does not (emulators, developer
@@ -404,7 +478,7 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
     // response or an error.
     let (end_tx, end_rx) = invocation_end_channel();
 
-    let (registered, listener) = tokio::join!(client.register(&name), telemetry_bind);
+    let (registered, listener) = tokio::join!(client.register(&name, events), telemetry_bind);
     let registration = match registered {
         Ok(r) => r,
         Err(e) => {
@@ -429,7 +503,7 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
     };
     let platform = config
         .platform_spans
-        .then(|| PlatformSpans::new(info.clone()));
+        .then(|| PlatformSpans::new(info.clone()).with_concurrency(config.max_concurrency));
     let invocation_spans = proxy_listener.map(|listener| {
         let spans = InvocationSpans::shared(
             &info,
@@ -438,6 +512,8 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
                 baggage_attributes: config.baggage_attributes.clone(),
                 provisioned: config.initialization_type.as_deref()
                     == Some("provisioned-concurrency"),
+                concurrent: config.managed_instances,
+                max_concurrency: config.max_concurrency,
             },
         );
         let parts = ProxyParts {
@@ -445,6 +521,8 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
             end: end_tx.clone(),
             buffer: buffer.clone(),
             spans: Some(Arc::clone(&spans)),
+            // Answers are held only for an `event/next` to go first; Managed Instances have none.
+            hold_answers: !config.managed_instances,
         };
         if let Err(e) = runtime_proxy::serve(listener, parts, root.child_token(), &mut servers) {
             error!(error = %e, "Runtime API proxy not started");
@@ -452,39 +530,45 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
         spans
     });
 
-    let listener = match listener {
-        Ok(l) => l,
-        Err(e) => {
-            let message = e.to_string();
-            report_init_failure(&mut client, &name, "BindError", &message).await;
-            root.cancel();
-            stop_servers(&mut servers).await;
-            buffer_task.abort();
-            return RunSummary::failed(Exit::InitFailed, message, stats.snapshot());
-        }
-    };
-    let telemetry_addr = listener.local_addr();
-    let destination = listener.destination_uri();
     let counters = Arc::new(TelemetryCounters::default());
     let (telemetry_tx, telemetry_rx) = mpsc::channel(TELEMETRY_CHANNEL);
-    listener.serve(
-        telemetry_tx,
-        Arc::clone(&counters),
-        root.child_token(),
-        &mut servers,
-    );
+    let (telemetry_addr, destination) = match listener {
+        Ok(listener) => {
+            let addr = listener.local_addr();
+            let destination = listener.destination_uri();
+            listener.serve(
+                telemetry_tx,
+                Arc::clone(&counters),
+                root.child_token(),
+                &mut servers,
+            );
+            (Some(addr), Some(destination))
+        }
+        Err(e) => {
+            // Without a listener there is no Telemetry API: the proxy and the deadline still
+            // end invocations.
+            warn!(error = %e, "running without the Telemetry API");
+            drop(telemetry_tx);
+            (None, None)
+        }
+    };
     info!(
         extension = %name,
         function = %registration.function_name,
         version = %registration.function_version,
         flush = ?config.flush,
         exporter = ?config.exporter,
+        managed_instances = config.managed_instances,
         "registered"
     );
 
-    let telemetry_subscribed = match telemetry::subscribe(&client, &destination).await {
-        Ok(()) => {
-            debug!(destination = %destination, "subscribed to the Telemetry API");
+    let subscribed = match &destination {
+        Some(destination) => telemetry::subscribe(&client, destination).await,
+        None => Err(telemetry::SubscribeError::NoListener),
+    };
+    let telemetry_subscribed = match subscribed {
+        Ok(schema) => {
+            debug!(destination = ?destination, schema, "subscribed to the Telemetry API");
             true
         }
         Err(e) => {
@@ -518,6 +602,11 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
         stats,
         exporter,
         policy: FlushPolicy::new(config.flush),
+        background: match config.flush {
+            FlushMode::Periodic(period) if config.managed_instances => Some(period),
+            _ => None,
+        },
+        next_background: Instant::now(),
         platform,
         telemetry_rx,
         held_answers: Vec::new(),
@@ -657,6 +746,10 @@ struct Lifecycle {
     stats: Arc<Stats>,
     exporter: Exporter,
     policy: FlushPolicy,
+    /// Managed Instances: the background flush period (no INVOKE events to flush at).
+    background: Option<Duration>,
+    /// When the next background flush is due.
+    next_background: Instant,
     platform: Option<PlatformSpans>,
     telemetry_rx: mpsc::Receiver<Delivery>,
     /// Answers to the signallers of invocation ends, held until `event/next` is on its way.
@@ -749,7 +842,45 @@ impl Lifecycle {
                 () = self.pressure.notified() => {
                     self.flush(FlushReason::Pressure, None).await;
                 }
+                () = tokio::time::sleep_until(self.next_background), if self.background.is_some() => {
+                    self.background_flush().await;
+                }
             }
+        }
+    }
+
+    /// Managed Instances: ends the invocation spans whose deadline has passed (as timeouts),
+    /// then flushes whatever is buffered; the next one is due a period later. Never overlaps
+    /// another flush: the lifecycle task alone flushes, one at a time.
+    async fn background_flush(&mut self) {
+        let period = self
+            .background
+            .unwrap_or(crate::config::defaults::MANAGED_INSTANCES_FLUSH);
+        self.expire_invocations().await;
+        let buffered = self.buffer.len().await.unwrap_or(0);
+        if buffered > 0 {
+            self.flush(FlushReason::Interval, None).await;
+        }
+        self.next_background = Instant::now() + period;
+    }
+
+    /// Ends, as timeouts, the proxy's invocation spans whose deadline passed more than
+    /// [`INVOKE_END_MARGIN`] ago without an answer from the runtime.
+    async fn expire_invocations(&mut self) {
+        let Some(shared) = &self.invocation_spans else {
+            return;
+        };
+        let now_ms = unix_nanos_now() / 1_000_000;
+        let margin = u64::try_from(INVOKE_END_MARGIN.as_millis()).unwrap_or(u64::MAX);
+        let rs = {
+            let mut spans = lock(shared);
+            let expired = spans.expire(now_ms.saturating_sub(margin), unix_nanos_now());
+            (!expired.is_empty()).then(|| spans.resource_spans(expired))
+        };
+        if let Some(rs) = rs
+            && let Err(e) = self.buffer.push(SpanBatch::new(vec![rs])).await
+        {
+            debug!(error = %e, "expired invocation spans not buffered");
         }
     }
 
@@ -866,6 +997,23 @@ impl Lifecycle {
                         }
                     };
                     self.end_invocation_span(&done.request_id, outcome).await;
+                }
+                // Managed Instances send no runtimeDone: a failed report ends the proxy's span.
+                TelemetryRecord::Report(report)
+                    if report.status.as_ref().is_some_and(|s| !s.is_success()) =>
+                {
+                    let reason = report.error_type.clone().unwrap_or_else(|| {
+                        report
+                            .status
+                            .as_ref()
+                            .map_or("failure", |s| s.as_str())
+                            .to_owned()
+                    });
+                    self.end_invocation_span(
+                        &report.request_id,
+                        InvocationOutcome::Fault { reason },
+                    )
+                    .await;
                 }
                 TelemetryRecord::LogsDropped(d) => warn!(
                     dropped_records = d.dropped_records,

@@ -116,15 +116,18 @@ async fn runtime_done_ends_the_invocation_and_the_flush_precedes_event_next() {
             Some(EXTENSION_ID)
         );
         let body = sub.json();
-        assert_eq!(body["schemaVersion"], "2022-12-13");
+        assert_eq!(body["schemaVersion"], "2025-01-29");
         assert_eq!(body["types"], serde_json::json!(["platform"]));
         assert_eq!(body["buffering"]["timeoutMs"], 25);
         assert_eq!(body["destination"]["protocol"], "HTTP");
         assert_eq!(
             body["destination"]["URI"],
-            format!("http://sandbox.localdomain:{}", ready.telemetry_addr.port())
+            format!(
+                "http://sandbox.localdomain:{}",
+                ready.telemetry_addr.unwrap().port()
+            )
         );
-        assert!(!ready.telemetry_addr.ip().is_unspecified());
+        assert!(!ready.telemetry_addr.unwrap().ip().is_unspecified());
         assert_eq!(
             fake.requests_to("/2020-01-01/extension/event/next")[0]
                 .header("lambda-extension-identifier"),
@@ -335,14 +338,14 @@ async fn taken_ports_never_fail_the_function() {
         let ready = ready_rx.await.unwrap();
         // The Telemetry API listener moved to a free port and was subscribed with it.
         assert!(ready.telemetry_subscribed);
-        assert_ne!(ready.telemetry_addr.port(), telemetry_port);
+        assert_ne!(ready.telemetry_addr.unwrap().port(), telemetry_port);
         let subscribe = &fake.requests_to("/2022-07-01/telemetry")[0];
         let uri = subscribe.json()["destination"]["URI"]
             .as_str()
             .unwrap()
             .to_owned();
         assert!(
-            uri.ends_with(&format!(":{}", ready.telemetry_addr.port())),
+            uri.ends_with(&format!(":{}", ready.telemetry_addr.unwrap().port())),
             "{uri}"
         );
         // The OTLP/HTTP receiver is left out; gRPC still serves.
@@ -363,29 +366,73 @@ async fn taken_ports_never_fail_the_function() {
 }
 
 #[tokio::test]
-async fn a_configuration_error_is_reported_through_init_error() {
-    let fake = FakeLambda::start(StatusCode::OK).await;
+async fn a_configuration_error_runs_a_pass_through_that_never_fails_the_init() {
+    let mut fake = FakeLambda::start(StatusCode::OK).await;
     let api = fake.addr.to_string();
-    let lookup = |k: &str| match k {
+    // Ports nobody else uses: the pass-through must bind none of them.
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http_port = http.local_addr().unwrap().port();
+    drop(http);
+    let lookup = move |k: &str| match k {
         "AWS_LAMBDA_RUNTIME_API" => Some(api.clone()),
         "OTEL_XRAY_EXPORTER" => Some("otlp".to_owned()),
+        "OTEL_XRAY_HTTP_PORT" => Some(http_port.to_string()),
         _ => None,
     };
     let (options, _ready, _) = options();
-    let summary = run_with_lookup(lookup, options).await;
-    assert_eq!(summary.exit, Exit::InitFailed);
-    let report = &fake.requests_to("/2020-01-01/extension/init/error")[0];
-    assert_eq!(
-        report.header("lambda-extension-function-error-type"),
-        Some("Extension.ConfigError")
-    );
-    let body = report.json();
+    let script = async {
+        // Registered for SHUTDOWN only: never woken per invocation.
+        let first = fake.next_call(5 * SECOND).await;
+        let reg = &fake.requests_to("/2020-01-01/extension/register")[0];
+        assert_eq!(reg.json(), serde_json::json!({"events": ["SHUTDOWN"]}));
+        // Nothing listens where the receiver would.
+        assert!(std::net::TcpStream::connect(("127.0.0.1", http_port)).is_err());
+        first.shutdown("spindown", 2 * SECOND);
+    };
+    let (summary, ()) = tokio::join!(run_with_lookup(lookup, options), script);
+    assert_eq!(summary.exit, Exit::PassThrough);
+    assert_eq!(summary.exit_code(), std::process::ExitCode::SUCCESS);
+    assert_eq!(summary.shutdown_reason, Some(ShutdownReason::Spindown));
     assert!(
-        body["errorMessage"]
-            .as_str()
+        summary
+            .error
+            .as_deref()
             .unwrap()
-            .contains("OTEL_XRAY_OTLP_ENDPOINT")
+            .contains("OTEL_XRAY_OTLP_ENDPOINT"),
+        "{summary:?}"
     );
+    assert!(
+        fake.requests_to("/2020-01-01/extension/init/error")
+            .is_empty(),
+        "a configuration error must not fail the function's init"
+    );
+    assert!(
+        fake.requests_to("/2022-07-01/telemetry").is_empty(),
+        "the pass-through subscribes to nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_platform_that_refuses_the_newest_telemetry_schema_gets_the_older_one() {
+    let mut fake = FakeLambda::start(StatusCode::OK).await;
+    fake.refuse_schema("2025-01-29");
+    let (config, _udp) = daemon_config(fake.addr, &[]).await;
+    let (options, ready_rx, _) = options();
+    let script = async {
+        let ready = ready_rx.await.unwrap();
+        assert!(ready.telemetry_subscribed);
+        let schemas: Vec<_> = fake
+            .requests_to("/2022-07-01/telemetry")
+            .iter()
+            .map(|r| r.json()["schemaVersion"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(schemas, ["2025-01-29", "2022-12-13"]);
+        fake.next_call(5 * SECOND)
+            .await
+            .shutdown("spindown", 2 * SECOND);
+    };
+    let (summary, ()) = tokio::join!(run(config, options), script);
+    assert_eq!(summary.exit, Exit::Clean);
 }
 
 #[tokio::test]

@@ -155,6 +155,8 @@ pub struct Extracted {
     pub links: Vec<RemoteContext>,
     /// SQS messages in the batch, counted past [`MAX_LINKS`].
     pub message_count: usize,
+    /// `DurableExecutionArn` of a durable function's event.
+    pub durable_execution_arn: Option<String>,
 }
 
 /// The parent [`choose_parent`] picked.
@@ -177,6 +179,11 @@ pub fn extract(event: &[u8], lambda_trace_header: Option<&str>) -> Extracted {
     let Ok(Value::Object(event)) = serde_json::from_slice::<Value>(event) else {
         return out;
     };
+    out.durable_execution_arn = event
+        .get("DurableExecutionArn")
+        .and_then(Value::as_str)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned);
     if let Some(records) = event
         .get("Records")
         .or_else(|| event.get("records"))

@@ -233,6 +233,27 @@ struct RegisterBody {
     account_id: Option<String>,
 }
 
+/// The events an extension registers for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Events {
+    /// `INVOKE` and `SHUTDOWN`: on-demand Lambda, where the extension flushes at every
+    /// invocation's end.
+    InvokeAndShutdown,
+    /// `SHUTDOWN` only: what Lambda Managed Instances accept (an `INVOKE` registration fails the
+    /// function's init there), and the pass-through mode, which never wants waking.
+    ShutdownOnly,
+}
+
+impl Events {
+    /// The register body.
+    fn body(self) -> &'static [u8] {
+        match self {
+            Events::InvokeAndShutdown => br#"{"events":["INVOKE","SHUTDOWN"]}"#,
+            Events::ShutdownOnly => br#"{"events":["SHUTDOWN"]}"#,
+        }
+    }
+}
+
 /// The `tracing` object of an INVOKE event.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct InvokeTracing {
@@ -397,8 +418,8 @@ impl ExtensionsClient {
         self.id.clone().ok_or(ApiError::NotRegistered { call })
     }
 
-    /// `POST /extension/register` for INVOKE and SHUTDOWN, asking for `accountId`.
-    pub async fn register(&mut self, name: &str) -> Result<Registration, ApiError> {
+    /// `POST /extension/register` for `events`, asking for `accountId`.
+    pub async fn register(&mut self, name: &str, events: Events) -> Result<Registration, ApiError> {
         const CALL: &str = "register";
         let req = Request::builder()
             .method(Method::POST)
@@ -409,9 +430,7 @@ impl ExtensionsClient {
                 HeaderValue::from_static("accountId"),
             )
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .body(Full::new(Bytes::from_static(
-                br#"{"events":["INVOKE","SHUTDOWN"]}"#,
-            )))
+            .body(Full::new(Bytes::from_static(events.body())))
             .map_err(|_| ApiError::BadAddress(name.to_owned()))?;
         let resp = self.api.send(CALL, req, Some(CALL_TIMEOUT)).await?;
         expect_status(CALL, &resp, &[StatusCode::OK])?;

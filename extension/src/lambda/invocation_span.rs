@@ -12,6 +12,10 @@
 //!                   ──▶ end(Fault{reason}) / fail_open()   status Error, error.type = reason
 //! ```
 //!
+//! Concurrent invocations (Lambda Managed Instances, [`SpanSettings::concurrent`]): several
+//! spans are open at once, each keyed by its request id; a new `/next` ends none of them, and
+//! [`InvocationSpans::expire`] ends those whose deadline has passed.
+//!
 //! The Telemetry API's platform spans ask [`InvocationSpans::owner_context`] whether the proxy
 //! owns a request (then they make no second invocation span and hang `Init` under this one), and
 //! [`merge_function_spans`] runs at flush: when the function's own instrumentation made a FaaS
@@ -37,10 +41,18 @@ use super::platform_spans::{
 
 /// Name of the instrumentation scope of the proxy's invocation spans.
 pub const SCOPE_NAME: &str = "otel-xray.lambda.invocation";
-/// Invocations open at once (normally one; a crashed runtime may leave one behind).
-const MAX_OPEN: usize = 8;
-/// Request ids remembered with their span context, for platform spans and late signals.
-const MAX_OWNED: usize = 64;
+/// Invocations open at once, per concurrent invocation (normally one; a crashed runtime may
+/// leave one behind). At least [`MIN_OPEN`].
+const OPEN_PER_CONCURRENCY: usize = 2;
+const MIN_OPEN: usize = 8;
+/// Request ids remembered with their span context, for platform spans and late signals, per
+/// concurrent invocation; at least [`MIN_OWNED`].
+const OWNED_PER_CONCURRENCY: usize = 8;
+const MIN_OWNED: usize = 64;
+/// The tenant of a tenant-isolated function (`Lambda-Runtime-Aws-Tenant-Id`).
+pub const TENANT_ID_ATTRIBUTE: &str = "aws.lambda.tenant_id";
+/// The durable execution a durable function's invocation belongs to (`DurableExecutionArn`).
+pub const DURABLE_EXECUTION_ATTRIBUTE: &str = "aws.lambda.durable_execution.arn";
 /// W3C sampled flag | OTLP "has is_remote" | "is_remote".
 const FLAG_SAMPLED: u32 = 0x01;
 const FLAG_HAS_IS_REMOTE: u32 = 0x100;
@@ -61,6 +73,11 @@ pub struct SpanSettings {
     pub baggage_attributes: Vec<String>,
     /// `AWS_LAMBDA_INITIALIZATION_TYPE=provisioned-concurrency`: no invocation is a cold start.
     pub provisioned: bool,
+    /// Invocations run at once (Lambda Managed Instances): a new `/next` does not end the
+    /// open ones.
+    pub concurrent: bool,
+    /// `AWS_LAMBDA_MAX_CONCURRENCY`: sizes the tables of open and remembered invocations.
+    pub max_concurrency: u32,
 }
 
 impl Default for SpanSettings {
@@ -69,6 +86,8 @@ impl Default for SpanSettings {
             precedence: DEFAULT_PRECEDENCE.to_vec(),
             baggage_attributes: Vec::new(),
             provisioned: false,
+            concurrent: false,
+            max_concurrency: 1,
         }
     }
 }
@@ -84,6 +103,8 @@ pub struct NextInvocation<'a> {
     pub invoked_arn: Option<&'a str>,
     /// `Lambda-Runtime-Trace-Id`.
     pub trace_header: Option<&'a str>,
+    /// `Lambda-Runtime-Aws-Tenant-Id` (tenant isolation mode).
+    pub tenant_id: Option<&'a str>,
     /// The event.
     pub event: &'a [u8],
 }
@@ -121,6 +142,8 @@ pub enum InvocationOutcome {
 #[derive(Debug)]
 struct Open {
     request_id: String,
+    /// `Lambda-Runtime-Deadline-Ms`, when Lambda sent it.
+    deadline_ms: Option<u64>,
     span: Span,
 }
 
@@ -135,6 +158,8 @@ pub struct InvocationSpans<I: IdSource = RandomIds> {
     open: VecDeque<Open>,
     owned: VecDeque<(String, Option<TraceSpan>)>,
     started: u64,
+    max_open: usize,
+    max_owned: usize,
 }
 
 impl InvocationSpans<RandomIds> {
@@ -160,18 +185,30 @@ impl<I: IdSource> InvocationSpans<I> {
             } else {
                 info.function_name.clone()
             },
-            settings,
             ids,
             open: VecDeque::new(),
             owned: VecDeque::new(),
             started: 0,
+            max_open: (settings.max_concurrency as usize)
+                .saturating_mul(OPEN_PER_CONCURRENCY)
+                .max(MIN_OPEN),
+            max_owned: (settings.max_concurrency as usize)
+                .saturating_mul(OWNED_PER_CONCURRENCY)
+                .max(MIN_OWNED),
+            settings,
         }
     }
 
-    /// Opens the span of a new invocation. Invocations still open are ended as faults (the
-    /// runtime asked for another event without answering them) and returned.
+    /// Opens the span of a new invocation. One at a time (on-demand Lambda): invocations still
+    /// open are ended as faults (the runtime asked for another event without answering them)
+    /// and returned. Concurrent: none is ended, but past the table's size the oldest open one
+    /// is (returned too, never dropped unseen).
     pub fn start(&mut self, next: &NextInvocation<'_>, now_unix_nano: u64) -> (Started, Vec<Span>) {
-        let failed = self.fail_open("Runtime.NoResponse", now_unix_nano);
+        let mut failed = if self.settings.concurrent {
+            Vec::new()
+        } else {
+            self.fail_open("Runtime.NoResponse", now_unix_nano)
+        };
         let coldstart = self.started == 0 && !self.settings.provisioned;
         self.started += 1;
         let ex = event_context::extract(next.event, next.trace_header);
@@ -210,11 +247,21 @@ impl<I: IdSource> InvocationSpans<I> {
             now_unix_nano,
         );
         self.remember(next.request_id, Some((trace_id, span_id)));
-        if self.open.len() == MAX_OPEN {
-            self.open.pop_front();
+        if self.open.len() >= self.max_open
+            && let Some(oldest) = self.open.front().map(|o| o.request_id.clone())
+            && let Some(span) = self.end(
+                &oldest,
+                InvocationOutcome::Fault {
+                    reason: "Runtime.NoResponse".to_owned(),
+                },
+                now_unix_nano,
+            )
+        {
+            failed.push(span);
         }
         self.open.push_back(Open {
             request_id: next.request_id.to_owned(),
+            deadline_ms: next.deadline_ms,
             span,
         });
         let started = Started {
@@ -279,6 +326,33 @@ impl<I: IdSource> InvocationSpans<I> {
         Some(span)
     }
 
+    /// Ends, as `timeout` faults, the open spans whose deadline is before `cutoff_unix_ms`
+    /// (Managed Instances: no INVOKE deadline wait ends them).
+    pub fn expire(&mut self, cutoff_unix_ms: u64, now_unix_nano: u64) -> Vec<Span> {
+        let ids: Vec<String> = self
+            .open
+            .iter()
+            .filter(|o| o.deadline_ms.is_some_and(|d| d < cutoff_unix_ms))
+            .map(|o| o.request_id.clone())
+            .collect();
+        ids.iter()
+            .filter_map(|id| {
+                self.end(
+                    id,
+                    InvocationOutcome::Fault {
+                        reason: "timeout".to_owned(),
+                    },
+                    now_unix_nano,
+                )
+            })
+            .collect()
+    }
+
+    /// Number of open spans.
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
     /// Ends every open span as a fault with `reason` (SHUTDOWN, a crashed runtime).
     pub fn fail_open(&mut self, reason: &str, now_unix_nano: u64) -> Vec<Span> {
         let ids: Vec<String> = self.open.iter().map(|o| o.request_id.clone()).collect();
@@ -328,7 +402,7 @@ impl<I: IdSource> InvocationSpans<I> {
 
     fn remember(&mut self, request_id: &str, ctx: Option<TraceSpan>) {
         self.owned.retain(|(id, _)| id != request_id);
-        if self.owned.len() == MAX_OWNED {
+        if self.owned.len() >= self.max_owned {
             self.owned.pop_front();
         }
         self.owned.push_back((request_id.to_owned(), ctx));
@@ -364,6 +438,12 @@ impl<I: IdSource> InvocationSpans<I> {
         }
         if let Some(account) = &self.account_id {
             attributes.push(kv_str("cloud.account.id", account));
+        }
+        if let Some(tenant) = next.tenant_id {
+            attributes.push(kv_str(TENANT_ID_ATTRIBUTE, tenant));
+        }
+        if let Some(arn) = &ex.durable_execution_arn {
+            attributes.push(kv_str(DURABLE_EXECUTION_ATTRIBUTE, arn));
         }
         if ex.trigger == Trigger::PubSub && ex.message_count > 0 {
             attributes.push(kv_str("messaging.system", "aws_sqs"));
@@ -757,8 +837,106 @@ mod tests {
             deadline_ms: None,
             invoked_arn: Some("arn:aws:lambda:eu-west-1:123456789012:function:orders"),
             trace_header: header,
+            tenant_id: None,
             event,
         }
+    }
+
+    fn next_with_deadline<'a>(id: &'a str, deadline_ms: u64) -> NextInvocation<'a> {
+        NextInvocation {
+            deadline_ms: Some(deadline_ms),
+            ..next(id, None, b"{}")
+        }
+    }
+
+    #[test]
+    fn concurrent_invocations_stay_open_side_by_side() {
+        let mut s = spans(SpanSettings {
+            concurrent: true,
+            max_concurrency: 16,
+            ..SpanSettings::default()
+        });
+        for i in 0..16 {
+            let (started, failed) = s.start(&next_with_deadline(&format!("r{i}"), 10_000), 1);
+            assert!(started.sampled);
+            assert!(failed.is_empty(), "a new /next ended {failed:?}");
+        }
+        assert_eq!(s.open_count(), 16);
+        // Each ends by its own id, in any order.
+        let ended = s.end("r7", InvocationOutcome::Response, 5).unwrap();
+        assert!(
+            ended
+                .attributes
+                .contains(&kv_str("faas.invocation_id", "r7"))
+        );
+        assert_eq!(s.open_count(), 15);
+        // Past its deadline (cut-off 10,001 ms), every open one is a timeout; none twice.
+        let expired = s.expire(10_001, 9);
+        assert_eq!(expired.len(), 15);
+        assert!(
+            expired
+                .iter()
+                .all(|sp| sp.status.as_ref().unwrap().code == StatusCode::Error as i32)
+        );
+        assert!(s.expire(20_000, 10).is_empty());
+    }
+
+    #[test]
+    fn a_full_table_ends_the_oldest_as_a_fault_and_says_so() {
+        let mut s = spans(SpanSettings {
+            concurrent: true,
+            max_concurrency: 1,
+            ..SpanSettings::default()
+        });
+        for i in 0..MIN_OPEN {
+            assert!(
+                s.start(&next_with_deadline(&format!("r{i}"), 1), 1)
+                    .1
+                    .is_empty()
+            );
+        }
+        let (_, failed) = s.start(&next_with_deadline("late", 1), 2);
+        assert_eq!(failed.len(), 1);
+        assert!(
+            failed[0]
+                .attributes
+                .contains(&kv_str("faas.invocation_id", "r0"))
+        );
+        assert!(
+            failed[0]
+                .attributes
+                .contains(&kv_str("error.type", "Runtime.NoResponse"))
+        );
+        assert_eq!(s.open_count(), MIN_OPEN);
+    }
+
+    #[test]
+    fn one_at_a_time_a_new_next_ends_the_unanswered_one() {
+        let mut s = spans(SpanSettings::default());
+        assert!(s.start(&next("a", None, b"{}"), 1).1.is_empty());
+        let (_, failed) = s.start(&next("b", None, b"{}"), 2);
+        assert_eq!(failed.len(), 1);
+        assert_eq!(s.open_count(), 1);
+    }
+
+    #[test]
+    fn tenant_and_durable_execution_are_recorded() {
+        let mut s = spans(SpanSettings::default());
+        let event = br#"{"DurableExecutionArn":"arn:aws:lambda:eu-west-1:123456789012:function:orders:1/durable-execution/checkout/abc","CheckpointToken":"t"}"#;
+        let n = NextInvocation {
+            tenant_id: Some("tenant-blue"),
+            ..next("r", None, event)
+        };
+        s.start(&n, 1);
+        let span = s.end("r", InvocationOutcome::Response, 2).unwrap();
+        assert!(
+            span.attributes
+                .contains(&kv_str(TENANT_ID_ATTRIBUTE, "tenant-blue"))
+        );
+        assert!(span.attributes.contains(&kv_str(
+            DURABLE_EXECUTION_ATTRIBUTE,
+            "arn:aws:lambda:eu-west-1:123456789012:function:orders:1/durable-execution/checkout/abc"
+        )));
     }
 
     #[test]

@@ -47,8 +47,10 @@ use super::trace_header::{XRayTraceHeader, parse_hex};
 
 /// Name of the instrumentation scope of these spans.
 pub const SCOPE_NAME: &str = "otel-xray.lambda.platform";
-/// Invocations tracked at once (older ones are forgotten).
+/// Invocations tracked at once (older ones are forgotten), at the least; concurrent
+/// environments track [`PENDING_PER_CONCURRENCY`] per concurrent invocation when that is more.
 const MAX_PENDING: usize = 32;
+const PENDING_PER_CONCURRENCY: usize = 2;
 /// Request ids remembered as finished, for idempotency.
 const MAX_FINISHED: usize = 128;
 /// W3C sampled flag | OTLP "has is_remote" | "is_remote".
@@ -209,6 +211,7 @@ pub struct PlatformSpans<I: IdSource = RandomIds> {
     /// Requests whose invocation span the Runtime API proxy records: (request id, its span
     /// context, `None` when unsampled).
     claimed: VecDeque<(String, Option<SpanContext>)>,
+    max_pending: usize,
 }
 
 impl PlatformSpans<RandomIds> {
@@ -234,7 +237,17 @@ impl<I: IdSource> PlatformSpans<I> {
             init: Phase::default(),
             restore: Phase::default(),
             claimed: VecDeque::new(),
+            max_pending: MAX_PENDING,
         }
+    }
+
+    /// Sized for `max_concurrency` invocations at once (Lambda Managed Instances).
+    #[must_use]
+    pub fn with_concurrency(mut self, max_concurrency: u32) -> Self {
+        self.max_pending = (max_concurrency as usize)
+            .saturating_mul(PENDING_PER_CONCURRENCY)
+            .max(MAX_PENDING);
+        self
     }
 
     /// The Runtime API proxy records `request_id`'s invocation span (`Some((trace, span))`) or
@@ -244,7 +257,7 @@ impl<I: IdSource> PlatformSpans<I> {
         if self.claimed.iter().any(|(id, _)| id == request_id) {
             return;
         }
-        if self.claimed.len() == MAX_PENDING {
+        if self.claimed.len() >= self.max_pending {
             self.claimed.pop_front();
         }
         let context = context.map(|(trace_id, span_id)| SpanContext { trace_id, span_id });
@@ -326,7 +339,7 @@ impl<I: IdSource> PlatformSpans<I> {
         let idx = match self.pending.iter().position(|p| p.request_id == request_id) {
             Some(i) => i,
             None => {
-                if self.pending.len() == MAX_PENDING {
+                if self.pending.len() >= self.max_pending {
                     self.pending.pop_front();
                 }
                 self.pending.push_back(Pending {

@@ -60,6 +60,8 @@ const REQUEST_ID_HEADER: &str = "lambda-runtime-aws-request-id";
 const DEADLINE_HEADER: &str = "lambda-runtime-deadline-ms";
 const ARN_HEADER: &str = "lambda-runtime-invoked-function-arn";
 const ERROR_TYPE_HEADER: &str = "lambda-runtime-function-error-type";
+/// `Lambda-Runtime-Aws-Tenant-Id` (tenant isolation mode); passed on, and recorded on the span.
+const TENANT_ID_HEADER: &str = "lambda-runtime-aws-tenant-id";
 /// Largest event read whole (Lambda's synchronous payload limit is 6 MB; leave room).
 const MAX_EVENT_BYTES: usize = 32 * 1024 * 1024;
 /// How much of an error body is kept for the span's message.
@@ -104,6 +106,10 @@ pub struct ProxyParts {
     pub buffer: BufferHandle,
     /// The invocation spans (None: the proxy only forwards and signals).
     pub spans: Option<SharedInvocationSpans>,
+    /// Hold the runtime's answer until the lifecycle's `event/next` is on its way (on-demand
+    /// Lambda). False on Managed Instances, where there is no `event/next` per invocation: the
+    /// runtime is answered as soon as Lambda has answered.
+    pub hold_answers: bool,
 }
 
 struct Proxy {
@@ -294,6 +300,7 @@ impl Proxy {
                     .and_then(|d| d.trim().parse().ok()),
                 invoked_arn: header_str(&parts.headers, ARN_HEADER),
                 trace_header: header_str(&parts.headers, TRACE_HEADER),
+                tenant_id: header_str(&parts.headers, TENANT_ID_HEADER),
                 event: &event,
             };
             let (started, failed) = lock(spans).start(&next, unix_nanos_now());
@@ -390,7 +397,8 @@ impl Proxy {
             );
             // The runtime is answered once the extension's `event/next` is on its way.
             match held {
-                Some(held) => held.released().await,
+                Some(held) if self.parts.hold_answers => held.released().await,
+                Some(_) => {}
                 None => debug!(request_id = %request_id, "end signal not queued"),
             }
         }

@@ -42,8 +42,11 @@ pub const SANDBOX_HOST: &str = "sandbox.localdomain";
 /// name is in `/etc/hosts`, so it resolves in microseconds; elsewhere a DNS miss must not slow
 /// the start.
 pub const SANDBOX_RESOLVE_TIMEOUT: Duration = Duration::from_millis(10);
-/// Schema version of the subscription.
-pub const SCHEMA_VERSION: &str = "2022-12-13";
+/// Schema version of the subscription: the newest, and the only one Lambda Managed Instances
+/// accept.
+pub const SCHEMA_VERSION: &str = "2025-01-29";
+/// The schema asked for when Lambda refuses [`SCHEMA_VERSION`] (an older platform or emulator).
+pub const FALLBACK_SCHEMA_VERSION: &str = "2022-12-13";
 /// Largest delivery accepted (Lambda's `maxBytes` tops out at 1 MiB).
 pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
@@ -562,17 +565,49 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 
 /// The body of `PUT /2022-07-01/telemetry`: `platform` events, the smallest buffering delay
 /// Lambda allows (25 ms) so that `runtimeDone` arrives as soon as possible.
-pub fn subscription_body(destination_uri: &str) -> Value {
+pub fn subscription_body(destination_uri: &str, schema: &str) -> Value {
     serde_json::json!({
-        "schemaVersion": SCHEMA_VERSION,
+        "schemaVersion": schema,
         "types": ["platform"],
         "buffering": { "maxItems": 1000, "maxBytes": 262_144, "timeoutMs": 25 },
         "destination": { "protocol": "HTTP", "URI": destination_uri },
     })
 }
 
-/// Subscribes the registered extension to `platform` events delivered to `destination_uri`.
-pub async fn subscribe(client: &ExtensionsClient, destination_uri: &str) -> Result<(), ApiError> {
+/// The Telemetry API subscription did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    /// The listener could not bind, so there is nowhere for Lambda to deliver.
+    #[error("no Telemetry API listener")]
+    NoListener,
+    /// Lambda refused or did not answer.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+/// Subscribes the registered extension to `platform` events delivered to `destination_uri`,
+/// with [`SCHEMA_VERSION`]; a 4xx answer to it is retried once with
+/// [`FALLBACK_SCHEMA_VERSION`]. Returns the schema Lambda accepted.
+pub async fn subscribe(
+    client: &ExtensionsClient,
+    destination_uri: &str,
+) -> Result<&'static str, SubscribeError> {
+    match subscribe_with(client, destination_uri, SCHEMA_VERSION).await {
+        Ok(()) => Ok(SCHEMA_VERSION),
+        Err(ApiError::Status { status, body, .. }) if status.is_client_error() => {
+            tracing::debug!(%status, body, "schema {SCHEMA_VERSION} refused; trying {FALLBACK_SCHEMA_VERSION}");
+            subscribe_with(client, destination_uri, FALLBACK_SCHEMA_VERSION).await?;
+            Ok(FALLBACK_SCHEMA_VERSION)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn subscribe_with(
+    client: &ExtensionsClient,
+    destination_uri: &str,
+    schema: &str,
+) -> Result<(), ApiError> {
     const CALL: &str = "telemetry subscribe";
     let id = client.id_header(CALL)?;
     let req = Request::builder()
@@ -581,7 +616,7 @@ pub async fn subscribe(client: &ExtensionsClient, destination_uri: &str) -> Resu
         .header(HeaderName::from_static(EXTENSION_ID_HEADER), id)
         .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
         .body(Full::new(Bytes::from(
-            subscription_body(destination_uri).to_string(),
+            subscription_body(destination_uri, schema).to_string(),
         )))
         .map_err(|_| ApiError::NotRegistered { call: CALL })?;
     let resp = client.api().send(CALL, req, Some(CALL_TIMEOUT)).await?;
@@ -991,8 +1026,8 @@ mod tests {
 
     #[test]
     fn subscription_body_matches_the_api() {
-        let body = subscription_body("http://sandbox.localdomain:4319");
-        assert_eq!(body["schemaVersion"], "2022-12-13");
+        let body = subscription_body("http://sandbox.localdomain:4319", SCHEMA_VERSION);
+        assert_eq!(body["schemaVersion"], "2025-01-29");
         assert_eq!(body["types"], serde_json::json!(["platform"]));
         assert_eq!(body["buffering"]["timeoutMs"], 25);
         assert_eq!(body["buffering"]["maxItems"], 1000);

@@ -115,6 +115,23 @@ struct Shared {
     subscribe_status: StatusCode,
     next_tx: mpsc::UnboundedSender<NextCall>,
     next_count: Mutex<usize>,
+    /// Invocations waiting for a runtime's `GET /runtime/invocation/next`.
+    invocations: Mutex<std::collections::VecDeque<Invocation>>,
+    queued: tokio::sync::Notify,
+    /// Answer an `INVOKE` registration with 403, as Lambda Managed Instances do.
+    refuse_invoke: std::sync::atomic::AtomicBool,
+    /// Answer a subscription with this `schemaVersion` with 400 (an older platform).
+    refuse_schema: Mutex<Option<String>>,
+}
+
+/// One invocation the fake Runtime API hands a runtime.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub request_id: String,
+    pub trace_header: Option<String>,
+    pub tenant_id: Option<String>,
+    pub deadline_in: Duration,
+    pub event: Value,
 }
 
 /// The fake Lambda API.
@@ -136,6 +153,10 @@ impl FakeLambda {
             subscribe_status,
             next_tx,
             next_count: Mutex::new(0),
+            invocations: Mutex::new(std::collections::VecDeque::new()),
+            queued: tokio::sync::Notify::new(),
+            refuse_invoke: std::sync::atomic::AtomicBool::new(false),
+            refuse_schema: Mutex::new(None),
         });
         let s = Arc::clone(&shared);
         tokio::spawn(async move {
@@ -157,6 +178,29 @@ impl FakeLambda {
             shared,
             next_rx,
         }
+    }
+
+    /// Queues an invocation for the next runtime `GET /runtime/invocation/next`.
+    pub fn queue_invocation(&self, invocation: Invocation) {
+        self.shared
+            .invocations
+            .lock()
+            .unwrap()
+            .push_back(invocation);
+        self.shared.queued.notify_waiters();
+        self.shared.queued.notify_one();
+    }
+
+    /// From now on a subscription with `schema` is refused with 400.
+    pub fn refuse_schema(&self, schema: &str) {
+        *self.shared.refuse_schema.lock().unwrap() = Some(schema.to_owned());
+    }
+
+    /// From now on an `INVOKE` registration is refused as Lambda Managed Instances refuse it.
+    pub fn refuse_invoke_registration(&self) {
+        self.shared
+            .refuse_invoke
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The next `event/next` call (bounded wait).
@@ -224,6 +268,50 @@ async fn handle(
             .unwrap()
     };
     Ok(match (rec.method.clone(), rec.path.as_str()) {
+        (Method::POST, "/2020-01-01/extension/register")
+            if shared
+                .refuse_invoke
+                .load(std::sync::atomic::Ordering::SeqCst)
+                && rec.body.windows(6).any(|w| w == b"INVOKE") =>
+        {
+            reply(
+                403,
+                r#"{"errorType":"Extension.InvalidEventType","errorMessage":"INVOKE: ErrorInvalidEventType"}"#,
+            )
+        }
+        (Method::GET, "/2018-06-01/runtime/invocation/next") => loop {
+            let waiting = shared.queued.notified();
+            tokio::pin!(waiting);
+            waiting.as_mut().enable();
+            let next = shared.invocations.lock().unwrap().pop_front();
+            if let Some(inv) = next {
+                let mut b = Response::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .header("lambda-runtime-aws-request-id", &inv.request_id)
+                    .header(
+                        "lambda-runtime-deadline-ms",
+                        unix_ms_in(inv.deadline_in).to_string(),
+                    )
+                    .header("lambda-runtime-invoked-function-arn", FUNCTION_ARN);
+                if let Some(h) = &inv.trace_header {
+                    b = b.header("lambda-runtime-trace-id", h);
+                }
+                if let Some(t) = &inv.tenant_id {
+                    b = b.header("lambda-runtime-aws-tenant-id", t);
+                }
+                break b
+                    .body(Full::new(Bytes::from(inv.event.to_string())))
+                    .unwrap();
+            }
+            waiting.await;
+        },
+        (Method::POST, path)
+            if path.starts_with("/2018-06-01/runtime/invocation/")
+                && (path.ends_with("/response") || path.ends_with("/error")) =>
+        {
+            reply(202, r#"{"status":"OK"}"#)
+        }
         (Method::POST, "/2020-01-01/extension/register") => Response::builder()
             .status(200)
             .header("lambda-extension-identifier", EXTENSION_ID)
@@ -255,6 +343,18 @@ async fn handle(
                 Ok(r) => r,
                 Err(_) => reply(500, "test dropped the call"),
             }
+        }
+        (Method::PUT, "/2022-07-01/telemetry")
+            if shared.refuse_schema.lock().unwrap().as_deref()
+                == serde_json::from_slice::<Value>(&rec.body)
+                    .ok()
+                    .and_then(|b| b["schemaVersion"].as_str().map(str::to_owned))
+                    .as_deref() =>
+        {
+            reply(
+                400,
+                r#"{"errorType":"ValidationError","errorMessage":"schemaVersion"}"#,
+            )
         }
         (Method::PUT, "/2022-07-01/telemetry") => reply(shared.subscribe_status.as_u16(), "\"OK\""),
         (Method::POST, "/2020-01-01/extension/init/error")
