@@ -8,8 +8,9 @@
 //!            (cheap: no credentials, TLS or DNS until the first export) → spawn the span buffer
 //!            and the servers; bind the Telemetry API listener on sandbox.localdomain's address
 //!            when /etc/hosts has it → register (otherwise resolve and bind meanwhile) → serve
-//!            the Runtime API proxy → subscribe to the Telemetry API → event loop. Any init
-//!            failure → register, `init/error`, exit 1.
+//!            the Runtime API proxy → subscribe to the Telemetry API → event loop. A
+//!            configuration that leaves nothing to do → [`pass_through`] (SHUTDOWN only,
+//!            nothing bound, exit 0): nothing the user configures fails the function's init.
 //!
 //!  loop      GET event/next ──INVOKE──▶ ask the flush policy (flush.rs):
 //!              │                          flush at this invocation's end?
@@ -27,6 +28,10 @@
 //!                         servers, count what is still buffered as dropped (shutdown), log
 //!                         one summary line, exit 0 (also when X-Ray is unreachable).
 //!  fatal     event/next keeps failing → `exit/error`, flush, summary, exit 1.
+//!
+//!  Managed   register SHUTDOWN only; no INVOKE: event/next waits for SHUTDOWN while a
+//!  Instances background timer (every `periodic,<ms>`) expires overdue invocation spans and
+//!            flushes; pressure still flushes at once.
 //! ```
 //!
 //! Async structure: one current-thread tokio runtime; one root [`CancellationToken`] whose

@@ -29,8 +29,10 @@ LAYOUT = {"extensions/otel-xray", "otel-xray-wrapper"}
 MACHINE = {"x86_64": 0x3E, "arm64": 0xB7}
 # Lambda's limits on a layer: 50 MB zipped (direct upload), 250 MB unzipped with the function.
 LAMBDA_ZIP_LIMIT = 50 * 1000 * 1000
-# The project's own size budget (issue 7, docs/performance.md "Size"): each binary as shipped.
-SIZE_BUDGET = {"extensions/otel-xray": 3 * 1024 * 1024, "otel-xray-wrapper": 500 * 1024}
+# The project's own budget: each layer zip under 4 MB (the 3 MiB cap on the extension binary was
+# lifted for kept libraries: docs/performance.md "Size"), the wrapper binary under 500 KiB.
+ZIP_BUDGET = 4 * 1000 * 1000
+SIZE_BUDGET = {"extensions/otel-xray": ZIP_BUDGET, "otel-xray-wrapper": 500 * 1024}
 # The sample function of template.yaml and examples/terraform, run by the real awslambdaric.
 PY_EXAMPLE = os.path.join(ROOT, "examples", "python-function")
 NODE_EXAMPLE = os.path.join(ROOT, "examples", "node-function")
@@ -114,6 +116,7 @@ def elf_facts(data):
 def test_zip_layout_modes_and_binaries(arch):
     path = require_zip(arch)
     assert os.path.getsize(path) < LAMBDA_ZIP_LIMIT
+    assert os.path.getsize(path) < ZIP_BUDGET, "%s is %d bytes" % (path, os.path.getsize(path))
     with zipfile.ZipFile(path) as z:
         infos = [i for i in z.infolist() if not i.is_dir()]
         assert {i.filename for i in infos} == LAYOUT, [i.filename for i in infos]
