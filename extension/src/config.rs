@@ -460,6 +460,19 @@ pub enum ConfigError {
     /// The `api` exporter cannot find its endpoint.
     #[error("the api exporter needs AWS_REGION: set AWS_REGION or OTEL_XRAY_API_ENDPOINT")]
     MissingRegion,
+    /// Signed requests over plain `http://` to a host other than loopback would send the
+    /// session token in cleartext.
+    #[error(
+        "{var}={url:?} is plain http:// to a host other than loopback, and its requests are \
+         SigV4-signed: that would send the AWS session token in cleartext; use https:// \
+         (or, for the otlp exporter, set OTEL_XRAY_OTLP_SIGV4=false)"
+    )]
+    CleartextSigning {
+        /// The endpoint's variable.
+        var: &'static str,
+        /// The endpoint.
+        url: String,
+    },
     /// `OTEL_XRAY_EXPORTER=daemon` without a usable `AWS_XRAY_DAEMON_ADDRESS`.
     #[error(
         "OTEL_XRAY_EXPORTER=daemon needs AWS_XRAY_DAEMON_ADDRESS (host:port): turn on active \
@@ -476,6 +489,7 @@ impl ConfigError {
                 OTEL_XRAY_OTLP_ENDPOINT
             }
             ConfigError::MissingRegion => AWS_REGION,
+            ConfigError::CleartextSigning { var, .. } => var,
             ConfigError::MissingDaemonAddress => AWS_XRAY_DAEMON_ADDRESS,
         }
     }
@@ -654,6 +668,15 @@ impl Config {
             .and_then(url_host)
             .is_some_and(|h| h.ends_with(".amazonaws.com"));
         let otlp_sigv4 = parse_bool(&get, OTEL_XRAY_OTLP_SIGV4, sigv4_default, &mut warnings);
+        match exporter {
+            ExporterKind::Otlp if otlp_sigv4 => {
+                refuse_cleartext_signing(OTEL_XRAY_OTLP_ENDPOINT, otlp_endpoint.as_deref())?;
+            }
+            ExporterKind::Api => {
+                refuse_cleartext_signing(OTEL_XRAY_API_ENDPOINT, api_endpoint.as_deref())?;
+            }
+            _ => {}
+        }
 
         let initialization_type = get(AWS_LAMBDA_INITIALIZATION_TYPE);
         let managed_instances = initialization_type
@@ -841,6 +864,31 @@ impl Config {
     pub fn from_env() -> Result<(Config, Vec<ConfigWarning>), ConfigError> {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
+}
+
+/// Fails when `url` is plain `http://` to a host that is not loopback.
+fn refuse_cleartext_signing(var: &'static str, url: Option<&str>) -> Result<(), ConfigError> {
+    let Some(url) = url else {
+        return Ok(());
+    };
+    let plain = url
+        .get(..7)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"));
+    if plain && !url_host(url).is_some_and(is_loopback_host) {
+        return Err(ConfigError::CleartextSigning {
+            var,
+            url: url.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// `localhost`, `127.0.0.0/8` or `::1`.
+fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn is_http_url(s: &str) -> bool {
@@ -1149,6 +1197,47 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(w[0].var, AWS_LAMBDA_MAX_CONCURRENCY);
+    }
+
+    #[test]
+    fn signed_requests_never_go_out_in_cleartext() {
+        for (url, sigv4, ok) in [
+            ("http://collector.internal:4318/v1/traces", "true", false),
+            ("http://10.0.0.5:4318/v1/traces", "true", false),
+            ("http://collector.internal:4318/v1/traces", "false", true),
+            (
+                "https://xray.eu-west-1.amazonaws.com/v1/traces",
+                "true",
+                true,
+            ),
+            ("http://127.0.0.1:4318/v1/traces", "true", true),
+            ("http://localhost:4318/v1/traces", "true", true),
+            ("http://[::1]:4318/v1/traces", "true", true),
+        ] {
+            let r = parse(&[
+                (OTEL_XRAY_EXPORTER, "otlp"),
+                (OTEL_XRAY_OTLP_ENDPOINT, url),
+                (OTEL_XRAY_OTLP_SIGV4, sigv4),
+            ]);
+            assert_eq!(r.is_ok(), ok, "{url} sigv4={sigv4}: {r:?}");
+            if let Err(e) = r {
+                assert_eq!(e.variable(), OTEL_XRAY_OTLP_ENDPOINT);
+                assert!(e.to_string().contains("cleartext"), "{e}");
+            }
+        }
+        let e = parse(&[
+            (OTEL_XRAY_EXPORTER, "api"),
+            (OTEL_XRAY_API_ENDPOINT, "http://xray.example.com"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.variable(), OTEL_XRAY_API_ENDPOINT);
+        assert!(
+            parse(&[
+                (OTEL_XRAY_EXPORTER, "api"),
+                (OTEL_XRAY_API_ENDPOINT, "http://127.0.0.1:5000"),
+            ])
+            .is_ok()
+        );
     }
 
     #[test]

@@ -93,6 +93,10 @@ pub const INVOKE_END_MARGIN: Duration = Duration::from_millis(200);
 /// A flush during an invocation must end this long before the invocation's deadline, so that
 /// `event/next` is called in time.
 pub const INVOKE_FLUSH_MARGIN: Duration = Duration::from_millis(20);
+/// Without a usable Telemetry API, how long the proxy gets to see an INVOKE's request before
+/// the invocation is taken to have no end signal (the runtime is already waiting in
+/// `invocation/next` when Lambda sends INVOKE, so the proxy sees it within a millisecond or so).
+const PROXY_GRACE: Duration = Duration::from_millis(50);
 /// A flush with less time than this is not attempted (the spans wait for the next one).
 const MIN_FLUSH_BUDGET: Duration = Duration::from_millis(10);
 /// The exporter is given this much past its own deadline before the lifecycle stops waiting.
@@ -242,6 +246,9 @@ pub fn main_entry() -> ExitCode {
         |k| std::env::var(k).ok(),
         RunOptions::default(),
     ));
+    // Dropping a runtime waits for its blocking threads: a resolver call stuck on a silent DNS
+    // server would hold the exit for seconds, past SHUTDOWN's deadline. Nothing is left to do.
+    runtime.shutdown_background();
     summary.exit_code()
 }
 
@@ -612,6 +619,9 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
             _ => None,
         },
         next_background: Instant::now(),
+        managed_instances: config.managed_instances,
+        telemetry_usable: telemetry_subscribed,
+        pressure_deferred: false,
         platform,
         telemetry_rx,
         held_answers: Vec::new(),
@@ -755,6 +765,15 @@ struct Lifecycle {
     background: Option<Duration>,
     /// When the next background flush is due.
     next_background: Instant,
+    /// Lambda Managed Instances: never frozen, so a flush may run while `event/next` waits.
+    managed_instances: bool,
+    /// The Telemetry API is subscribed and has not gone silent: an invocation end may be
+    /// waited for on its word. Cleared when an invocation ends by its deadline with no signal,
+    /// set again by the next `platform.runtimeDone`.
+    telemetry_usable: bool,
+    /// Buffer pressure came while `event/next` was outstanding (on-demand Lambda may freeze the
+    /// sandbox then): the flush waits for the next INVOKE.
+    pressure_deferred: bool,
     platform: Option<PlatformSpans>,
     telemetry_rx: mpsc::Receiver<Delivery>,
     /// Answers to the signallers of invocation ends, held until `event/next` is on its way.
@@ -845,7 +864,14 @@ impl Lifecycle {
                     self.held_answers.clear();
                 }
                 () = self.pressure.notified() => {
-                    self.flush(FlushReason::Pressure, None).await;
+                    if self.managed_instances {
+                        self.flush(FlushReason::Pressure, None).await;
+                    } else {
+                        // Lambda may freeze the sandbox any time now: an export cut by a freeze
+                        // would be lost. Flushed as soon as the next INVOKE thaws it.
+                        debug!("buffer pressure between invocations: flushed at the next INVOKE");
+                        self.pressure_deferred = true;
+                    }
                 }
                 () = tokio::time::sleep_until(self.next_background), if self.background.is_some() => {
                     self.background_flush().await;
@@ -905,6 +931,9 @@ impl Lifecycle {
         if let Some(platform) = &mut self.platform {
             platform.on_invoke(&invoke);
         }
+        if std::mem::take(&mut self.pressure_deferred) {
+            self.flush(FlushReason::Pressure, Some(deadline)).await;
+        }
         let plan = self.policy.on_invocation_start(now);
         debug!(
             request_id = %invoke.request_id,
@@ -915,6 +944,15 @@ impl Lifecycle {
         let reason = plan?;
 
         let wait_until = deadline.checked_sub(INVOKE_END_MARGIN).unwrap_or(now);
+        // Without a Telemetry API to trust, only the proxy can say when this invocation ends:
+        // it must have seen the request by the time the grace is over, or nothing will.
+        let mut grace_until = if self.telemetry_usable {
+            None
+        } else if self.invocation_spans.is_some() {
+            Some(now + PROXY_GRACE)
+        } else {
+            Some(now)
+        };
         let ended_by = if self.ended.contains(&invoke.request_id) {
             "already_ended"
         } else {
@@ -934,6 +972,13 @@ impl Lifecycle {
                             break end.source.as_str();
                         }
                     }
+                    () = tokio::time::sleep_until(grace_until.unwrap_or(wait_until)),
+                        if grace_until.is_some() => {
+                        if !self.proxy_saw(&invoke.request_id) {
+                            break "no_signal";
+                        }
+                        grace_until = None;
+                    }
                     () = tokio::time::sleep_until(wait_until) => break "deadline",
                     () = self.pressure.notified() => {
                         self.flush(FlushReason::Pressure, Some(deadline)).await;
@@ -947,7 +992,24 @@ impl Lifecycle {
             waited_ms = now.elapsed().as_millis() as u64,
             "invocation ended"
         );
+        if ended_by == "no_signal" {
+            // Nothing will say when the runtime answers: do not hold `event/next` (that would
+            // bill every invocation to its timeout). What is buffered now goes out before
+            // `event/next`, while the sandbox cannot freeze; this invocation's own spans go at
+            // the next INVOKE or at SHUTDOWN.
+            self.flush(reason, Some(deadline)).await;
+            return None;
+        }
         if ended_by == "deadline" {
+            if self.telemetry_usable && !self.proxy_saw(&invoke.request_id) {
+                warn!(
+                    request_id = %invoke.request_id,
+                    "no end-of-invocation signal came (the Telemetry API is silent and the \
+                     runtime does not use the proxy): invocations are no longer held; spans \
+                     are flushed at the next INVOKE and at SHUTDOWN"
+                );
+                self.telemetry_usable = false;
+            }
             self.end_invocation_span(
                 &invoke.request_id,
                 InvocationOutcome::Fault {
@@ -984,6 +1046,7 @@ impl Lifecycle {
         for event in &batch {
             match &event.record {
                 TelemetryRecord::RuntimeDone(done) => {
+                    self.telemetry_usable = true;
                     debug!(
                         request_id = %done.request_id,
                         status = done.status.as_str(),
@@ -1054,6 +1117,14 @@ impl Lifecycle {
                 debug!(error = %e, "platform spans not buffered");
             }
         }
+    }
+
+    /// True when the Runtime API proxy has seen `request_id` (so it will signal its end).
+    fn proxy_saw(&self, request_id: &str) -> bool {
+        self.invocation_spans
+            .as_ref()
+            .is_some_and(|shared| lock(shared).owner_context(request_id).is_some())
+            || self.ended.contains(request_id)
     }
 
     /// Ends the proxy's span of `request_id` if it is still open, and buffers it.

@@ -175,7 +175,7 @@ async fn runtime_done_ends_the_invocation_and_the_flush_precedes_event_next() {
 }
 
 #[tokio::test]
-async fn without_the_telemetry_api_the_deadline_ends_the_invocation() {
+async fn without_the_telemetry_api_or_the_proxy_event_next_is_not_held() {
     let mut fake = FakeLambda::start(StatusCode::NOT_FOUND).await;
     let (config, udp) = daemon_config(fake.addr, &[]).await;
     let (options, ready_rx, _) = options();
@@ -186,19 +186,54 @@ async fn without_the_telemetry_api_the_deadline_ends_the_invocation() {
             "404 on subscribe is a warning, not fatal"
         );
         let first = fake.next_call(5 * SECOND).await;
+        let invoked = Instant::now();
+        first.invoke("req-1", 30 * SECOND, Some(TRACE_HEADER));
+        ready.buffer.push(sdk_batch(2)).await.unwrap();
+        // Nothing will say when req-1 ends (the runtime does not use the proxy): event/next
+        // comes after the proxy's grace, not near the 30 s deadline.
+        let second = fake.next_call(5 * SECOND).await;
+        let waited = second.at.duration_since(invoked);
+        assert!(waited < Duration::from_millis(500), "{waited:?}");
+        // The next INVOKE thaws the sandbox: whatever is buffered goes out before event/next.
+        second.invoke("req-2", 30 * SECOND, Some(TRACE_HEADER));
+        let third = fake.next_call(5 * SECOND).await;
+        let snap = ready.stats.snapshot();
+        assert_eq!(snap.in_flight(), 0, "{snap}");
+        assert_eq!(snap.exported, 2, "{snap}");
+        third.shutdown("spindown", 2 * SECOND);
+    };
+    let (summary, ()) = tokio::join!(run(config, options), script);
+    assert_eq!(summary.exit, Exit::Clean);
+    check_accounting(&summary, &udp, 2).await;
+}
+
+#[tokio::test]
+async fn a_silent_telemetry_api_holds_at_most_one_invocation_to_its_deadline() {
+    // Subscribed, but Lambda never delivers, and the runtime does not use the proxy.
+    let mut fake = FakeLambda::start(StatusCode::OK).await;
+    let (config, udp) = daemon_config(fake.addr, &[]).await;
+    let (options, ready_rx, _) = options();
+    let script = async {
+        let ready = ready_rx.await.unwrap();
+        assert!(ready.telemetry_subscribed);
+        let first = fake.next_call(5 * SECOND).await;
         let deadline = Duration::from_millis(900);
         let invoked = Instant::now();
         first.invoke("req-1", deadline, Some(TRACE_HEADER));
         ready.buffer.push(sdk_batch(2)).await.unwrap();
         let second = fake.next_call(5 * SECOND).await;
         let waited = second.at.duration_since(invoked);
-        // Waits until about deadline − 200 ms, and calls event/next before the deadline.
+        // The first waits until about deadline − 200 ms, and calls event/next before the deadline.
         assert!(waited >= Duration::from_millis(550), "{waited:?}");
         assert!(waited < deadline, "{waited:?}");
-        let snap = ready.stats.snapshot();
-        assert_eq!(snap.in_flight(), 0, "{snap}");
-        assert_eq!(snap.flushes, 1, "{snap}");
-        second.shutdown("spindown", 2 * SECOND);
+        assert_eq!(ready.stats.snapshot().flushes, 1);
+        // From then on nothing is held.
+        let invoked = Instant::now();
+        second.invoke("req-2", 30 * SECOND, Some(TRACE_HEADER));
+        let third = fake.next_call(5 * SECOND).await;
+        let waited = third.at.duration_since(invoked);
+        assert!(waited < Duration::from_millis(500), "{waited:?}");
+        third.shutdown("spindown", 2 * SECOND);
     };
     let (summary, ()) = tokio::join!(run(config, options), script);
     assert_eq!(summary.exit, Exit::Clean);
@@ -311,6 +346,47 @@ async fn buffer_pressure_flushes_during_the_invocation() {
         let second = fake.next_call(5 * SECOND).await;
         assert_eq!(ready.stats.snapshot().flushes, 2);
         second.shutdown("spindown", 2 * SECOND);
+    };
+    let (summary, ()) = tokio::join!(run(config, options), script);
+    assert_eq!(summary.exit, Exit::Clean);
+    check_accounting(&summary, &udp, 7).await;
+}
+
+#[tokio::test]
+async fn buffer_pressure_between_invocations_waits_for_the_next_invoke() {
+    let mut fake = FakeLambda::start(StatusCode::OK).await;
+    let (config, udp) = daemon_config(fake.addr, &[("OTEL_XRAY_BUFFER_MAX_SPANS", "10")]).await;
+    let (options, ready_rx, _) = options();
+    let script = async {
+        let ready = ready_rx.await.unwrap();
+        let first = fake.next_call(5 * SECOND).await;
+        // event/next is outstanding: Lambda may freeze the sandbox at any moment, so the
+        // pressure must not start an export that a freeze would cut.
+        ready.buffer.push(sdk_batch(6)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            ready.stats.snapshot().flushes,
+            0,
+            "{}",
+            ready.stats.snapshot()
+        );
+        first.invoke("req-1", 30 * SECOND, Some(TRACE_HEADER));
+        let mut flushed = false;
+        for _ in 0..100 {
+            let snap = ready.stats.snapshot();
+            if snap.flushes >= 1 && snap.exported == 6 {
+                flushed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(flushed, "{}", ready.stats.snapshot());
+        let url = fake.telemetry_url();
+        let done = telemetry_batch(&[start_event("req-1"), runtime_done_event("req-1", "success")]);
+        assert_eq!(post(&url, done).await, StatusCode::OK);
+        fake.next_call(5 * SECOND)
+            .await
+            .shutdown("spindown", 2 * SECOND);
     };
     let (summary, ()) = tokio::join!(run(config, options), script);
     assert_eq!(summary.exit, Exit::Clean);

@@ -66,18 +66,41 @@ pub trait IdSource {
     fn span_id(&mut self) -> [u8; 8];
 }
 
-/// Random ids from the standard library's randomly keyed SipHash (no extra dependency).
-#[derive(Debug, Default)]
+/// Random ids drawn from the operating system (`getrandom`, through ring) for every id: no
+/// state is carried in the process, so sandboxes restored from one SnapStart snapshot never
+/// repeat each other's ids. Should the system call fail, a randomly keyed SipHash of a counter
+/// and the wall clock stands in.
+#[derive(Debug)]
 pub struct RandomIds {
-    state: RandomState,
+    system: ring::rand::SystemRandom,
+    fallback: RandomState,
     counter: u64,
+}
+
+impl Default for RandomIds {
+    fn default() -> Self {
+        RandomIds {
+            system: ring::rand::SystemRandom::new(),
+            fallback: RandomState::new(),
+            counter: 0,
+        }
+    }
 }
 
 impl RandomIds {
     fn next(&mut self) -> u64 {
+        use ring::rand::SecureRandom;
         loop {
-            self.counter = self.counter.wrapping_add(1);
-            let v = self.state.hash_one(self.counter);
+            let mut bytes = [0u8; 8];
+            let v = if self.system.fill(&mut bytes).is_ok() {
+                u64::from_be_bytes(bytes)
+            } else {
+                self.counter = self.counter.wrapping_add(1);
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                self.fallback.hash_one((self.counter, nanos))
+            };
             if v != 0 {
                 return v;
             }

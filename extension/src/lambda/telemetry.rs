@@ -620,7 +620,19 @@ async fn subscribe_with(
         )))
         .map_err(|_| ApiError::NotRegistered { call: CALL })?;
     let resp = client.api().send(CALL, req, Some(CALL_TIMEOUT)).await?;
-    expect_status(CALL, &resp, &[StatusCode::OK, StatusCode::ACCEPTED])
+    expect_status(CALL, &resp, &[StatusCode::OK, StatusCode::ACCEPTED])?;
+    // AWS's emulator accepts with 202 and an error body when it has no Telemetry API
+    // (`Telemetry.NotSupported`): nothing will be delivered.
+    if let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&resp.body)
+        && body.contains_key("errorType")
+    {
+        return Err(ApiError::Status {
+            call: CALL,
+            status: resp.status,
+            body: String::from_utf8_lossy(&resp.body[..resp.body.len().min(512)]).into_owned(),
+        });
+    }
+    Ok(())
 }
 
 // ───────────────────────────── listener ─────────────────────────────
