@@ -1,10 +1,16 @@
-//! The environment the runtime gets: pure, from an injected lookup, so it is tested without
-//! touching the process environment.
+//! The environment the runtime gets: pure, from an injected lookup, disk and probe, so it is
+//! tested without touching the process environment or the network.
+//!
+//! The probes come first (`presence.rs`) and decide the whole plan: with otel-xray answering,
+//! the variables of docs/wrapper.md are set where the user has not; with nothing of otel-xray
+//! answering, the runtime starts as if the layer were absent, and one line says so.
 
 use std::ffi::OsString;
 
 use crate::instrument::{self, Fs, Runtime};
-use crate::proxy::{self, ProbeError, ProxyChoice};
+use crate::presence::{self, DEFAULT_HTTP_PORT, Presence};
+use crate::probe::ProbeError;
+use crate::values::port;
 
 /// What the wrapper will do: exec `argv` with `set` added to its environment.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -18,39 +24,19 @@ pub struct Plan {
     pub notes: Vec<String>,
 }
 
-const DEFAULT_HTTP_PORT: u16 = 4318;
+/// The middle of the one line logged when nothing of otel-xray answers.
+const ABSENT: &str =
+    "the otel-xray extension is not answering, so the function runs without otel-xray";
+/// Where OpenTelemetry SDKs export by default (`localhost`): OTLP/HTTP, then OTLP/gRPC.
+const SDK_DEFAULT_OTLP_PORTS: [u16; 2] = [4318, 4317];
 
-/// `true`/`false` the way the extension reads them (`1`/`0`, `yes`/`no`, `on`/`off`).
-pub fn parse_bool(raw: &str) -> Option<bool> {
-    match raw.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Some(true),
-        "false" | "0" | "no" | "off" => Some(false),
-        _ => None,
-    }
-}
-
-/// A port from `name`, or `default` (noted) when it is malformed.
-pub fn port(
-    get: &dyn Fn(&str) -> Option<String>,
-    name: &str,
-    default: u16,
-    notes: &mut Vec<String>,
-) -> u16 {
-    match get(name) {
-        None => default,
-        Some(raw) => match raw.trim().parse::<u16>() {
-            Ok(p) if p > 0 => p,
-            _ => {
-                notes.push(format!("{name}={raw:?} is not a port; using {default}"));
-                default
-            }
-        },
-    }
+fn is_set(get: &dyn Fn(&str) -> Option<String>, name: &str) -> bool {
+    get(name).is_some_and(|v| !v.trim().is_empty())
 }
 
 /// Decides the runtime's environment. `get` reads the current environment, `fs` the disk (to
-/// find the X-Ray propagator and auto-instrumentation the function ships), `probe` asks the
-/// Runtime API proxy on a port whether it is there.
+/// find the X-Ray propagator and auto-instrumentation the function ships), `probe` asks
+/// 127.0.0.1 on a port whether otel-xray answers its health check there.
 pub fn plan(
     get: &dyn Fn(&str) -> Option<String>,
     program: &OsString,
@@ -64,21 +50,67 @@ pub fn plan(
             .collect(),
         ..Plan::default()
     };
-    let is_set = |k: &str| get(k).is_some_and(|v| !v.trim().is_empty());
-    let runtime = instrument::runtime(get, &program.to_string_lossy(), args);
-
-    let port = port(
+    let http_port = port(
         get,
         "OTEL_XRAY_HTTP_PORT",
         DEFAULT_HTTP_PORT,
         &mut plan.notes,
     );
+    let proxy = presence::choice(get, &mut plan.notes);
+    let presence = presence::detect(proxy, http_port, probe);
+    match &presence {
+        Presence::Proxy(proxy_port) => {
+            configure(get, program, args, fs, http_port, &mut plan);
+            plan.set.push((
+                "AWS_LAMBDA_RUNTIME_API".into(),
+                format!("127.0.0.1:{proxy_port}"),
+            ));
+        }
+        Presence::Receiver(proxy_error) => {
+            configure(get, program, args, fs, http_port, &mut plan);
+            if let Some(e) = proxy_error {
+                plan.notes.push(format!(
+                    "Runtime API proxy not used ({e}); AWS_LAMBDA_RUNTIME_API left as Lambda set it"
+                ));
+            }
+        }
+        Presence::Absent { receiver, .. } => {
+            let reason = presence.absence_reason().unwrap_or_default();
+            let line = if sdk_exports_can_only_fail(get, probe, http_port, receiver) {
+                plan.set.push(("OTEL_SDK_DISABLED".into(), "true".into()));
+                format!(
+                    "{reason}: {ABSENT}, its environment untouched but for OTEL_SDK_DISABLED=true: \
+                     nothing listens on 127.0.0.1:4318 or 127.0.0.1:4317, where OpenTelemetry \
+                     SDKs export by default, so the SDK's exports could only fail and retry \
+                     (set OTEL_SDK_DISABLED=false to keep the SDK on)"
+                )
+            } else {
+                format!("{reason}: {ABSENT}, its environment untouched")
+            };
+            plan.notes.push(line);
+        }
+    }
+    plan
+}
+
+/// With the extension answering: points the SDK at its receiver on `http_port` and sets the
+/// propagators, the resource and the auto-instrumentation handoff, each where the user has not.
+fn configure(
+    get: &dyn Fn(&str) -> Option<String>,
+    program: &OsString,
+    args: &[OsString],
+    fs: &dyn Fs,
+    http_port: u16,
+    plan: &mut Plan,
+) {
+    let is_set = |k: &str| is_set(get, k);
+    let runtime = instrument::runtime(get, &program.to_string_lossy(), args);
 
     // The SDK exports to the extension over OTLP/HTTP protobuf, unless the user chose otherwise.
     if !is_set("OTEL_EXPORTER_OTLP_ENDPOINT") && !is_set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
         plan.set.push((
             "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
-            format!("http://127.0.0.1:{port}"),
+            format!("http://127.0.0.1:{http_port}"),
         ));
         if !is_set("OTEL_EXPORTER_OTLP_PROTOCOL") && !is_set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") {
             plan.set
@@ -131,20 +163,57 @@ pub fn plan(
 
     let handoff = instrument::handoff(get, runtime, fs, &mut plan.notes);
     plan.set.extend(handoff);
+}
 
-    // The Runtime API through the extension's proxy, when it answers as otel-xray.
-    if let ProxyChoice::Probe(proxy_port) = proxy::choice(get, &mut plan.notes) {
-        match probe(proxy_port) {
-            Ok(()) => plan.set.push((
-                "AWS_LAMBDA_RUNTIME_API".into(),
-                format!("127.0.0.1:{proxy_port}"),
-            )),
-            Err(e) => plan.notes.push(format!(
-                "Runtime API proxy not used ({e}); AWS_LAMBDA_RUNTIME_API left as Lambda set it"
-            )),
-        }
+/// With the extension not answering: whether the function's SDK can only fail to export, so that
+/// turning it off (`OTEL_SDK_DISABLED=true`) loses nothing and saves every flush its retries
+/// (seconds each: docs/wrapper.md, "When the extension is not answering"). True when the user has not decided about the
+/// SDK (`OTEL_SDK_DISABLED` unset), named no destination of their own (no OTLP endpoint, no
+/// exporter but `otlp`/`none`, no `-Dotel.` property for the Java agent), and nobody listens on
+/// the SDKs' default OTLP ports. A destination set in the function's code cannot be seen: the
+/// log line names the switch that keeps the SDK on.
+fn sdk_exports_can_only_fail(
+    get: &dyn Fn(&str) -> Option<String>,
+    probe: &dyn Fn(u16) -> Result<(), ProbeError>,
+    http_port: u16,
+    receiver: &ProbeError,
+) -> bool {
+    if is_set(get, "OTEL_SDK_DISABLED") || names_a_destination(get) {
+        return false;
     }
-    plan
+    SDK_DEFAULT_OTLP_PORTS.iter().all(|&port| {
+        if port == http_port {
+            receiver.is_refused()
+        } else {
+            probe(port).is_err_and(|e| e.is_refused())
+        }
+    })
+}
+
+/// Whether the environment sends the SDK's telemetry somewhere of the user's choosing.
+fn names_a_destination(get: &dyn Fn(&str) -> Option<String>) -> bool {
+    let endpoint = [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+    ]
+    .iter()
+    .any(|k| is_set(get, k));
+    let exporter = [
+        "OTEL_TRACES_EXPORTER",
+        "OTEL_METRICS_EXPORTER",
+        "OTEL_LOGS_EXPORTER",
+    ]
+    .iter()
+    .filter_map(|k| get(k))
+    .any(|v| {
+        v.split(',')
+            .map(|e| e.trim().to_ascii_lowercase())
+            .any(|e| !e.is_empty() && e != "otlp" && e != "none")
+    });
+    let java = get("JAVA_TOOL_OPTIONS").is_some_and(|o| o.contains("-Dotel."));
+    endpoint || exporter || java
 }
 
 /// The FaaS semantic-convention resource attributes Lambda's environment tells us.
@@ -276,12 +345,30 @@ mod tests {
         p
     }
 
-    /// A proxy that answers on its default port only.
+    /// The extension on its default ports: the proxy (9009) and the receiver (4318) answer as
+    /// otel-xray; every other port refuses.
     fn proxy_on_9009(port: u16) -> Result<(), ProbeError> {
-        if port == 9009 {
-            Ok(())
-        } else {
-            Err(ProbeError::Io(format!("connect 127.0.0.1:{port}: refused")))
+        listeners(&[9009, 4318], &[])(port)
+    }
+
+    /// A probe for listeners that answer as otel-xray on `ours`, as something else on `others`;
+    /// nobody listens on the other ports.
+    fn listeners<'a>(
+        ours: &'a [u16],
+        others: &'a [u16],
+    ) -> impl Fn(u16) -> Result<(), ProbeError> + 'a {
+        move |port| {
+            if ours.contains(&port) {
+                Ok(())
+            } else if others.contains(&port) {
+                Err(ProbeError::NotOurs(format!(
+                    "status line \"HTTP/1.1 404 Not Found\" from 127.0.0.1:{port}"
+                )))
+            } else {
+                Err(ProbeError::Refused(format!(
+                    "connect 127.0.0.1:{port}: Connection refused (os error 111)"
+                )))
+            }
         }
     }
 
@@ -430,33 +517,251 @@ mod tests {
         assert!(p.notes.is_empty(), "{:?}", p.notes);
     }
 
+    /// A Python function's Lambda environment, for the plans with and without the extension.
+    const LAMBDA_ENV: [(&str, &str); 4] = [
+        ("AWS_LAMBDA_FUNCTION_NAME", "orders"),
+        ("AWS_REGION", "eu-west-1"),
+        ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"),
+        ("LAMBDA_TASK_ROOT", "/var/task"),
+    ];
+    const PY_ARGV: [&str; 4] = [
+        "/var/lang/bin/python3.12",
+        "-m",
+        "awslambdaric",
+        "app.handler",
+    ];
+
+    /// The one line of a plan made without the extension.
+    fn the_absent_line(p: &Plan) -> &str {
+        assert_eq!(p.notes.len(), 1, "{:?}", p.notes);
+        let line = p.notes[0].as_str();
+        assert!(
+            line.contains(
+                "the otel-xray extension is not answering, so the function runs without otel-xray"
+            ),
+            "{line}"
+        );
+        line
+    }
+
+    fn sdk_disabled_only(p: &Plan) {
+        assert_eq!(
+            p.set,
+            [("OTEL_SDK_DISABLED".to_owned(), "true".to_owned())],
+            "{:?}",
+            p.set
+        );
+    }
+
     #[test]
-    fn proxy_absent_or_off_leaves_the_runtime_api_alone() {
-        // Nobody on the configured port: untouched, the reason noted once.
-        let p = run(&[("OTEL_XRAY_PROXY_PORT", "9100")], "/x", &[]);
-        assert_eq!(get(&p, "AWS_LAMBDA_RUNTIME_API"), None);
-        assert_eq!(p.notes.len(), 1);
-        assert!(p.notes[0].contains("127.0.0.1:9100"), "{:?}", p.notes);
-        // Switched off: not even probed.
-        let probed = std::cell::Cell::new(false);
+    fn extension_answering_gets_the_whole_plan() {
+        let p = run_full(&LAMBDA_ENV, &PY_ARGV, &[PY_SITE], &proxy_on_9009);
+        for k in [
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_PROPAGATORS",
+            "OTEL_SERVICE_NAME",
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "PYTHONPATH",
+        ] {
+            assert!(get(&p, k).is_some(), "{k}: {:?}", p.set);
+        }
+        assert_eq!(get(&p, "AWS_LAMBDA_RUNTIME_API"), Some("127.0.0.1:9009"));
+        assert_eq!(get(&p, "OTEL_SDK_DISABLED"), None);
+        assert!(
+            !p.notes.iter().any(|n| n.contains("not answering")),
+            "{:?}",
+            p.notes
+        );
+    }
+
+    #[test]
+    fn nothing_answering_leaves_the_environment_alone() {
+        // Nobody on any port: the only variable is the SDK's off switch (below).
+        let p = run_full(&LAMBDA_ENV, &PY_ARGV, &[PY_SITE], &listeners(&[], &[]));
+        sdk_disabled_only(&p);
+        let line = the_absent_line(&p);
+        assert!(
+            line.starts_with(
+                "Runtime API proxy not used (connect 127.0.0.1:9009: Connection refused"
+            ),
+            "{line}"
+        );
+        assert!(
+            line.contains(
+                "OTLP/HTTP receiver not answering (connect 127.0.0.1:4318: Connection refused"
+            ),
+            "{line}"
+        );
+        assert!(line.contains("OTEL_SDK_DISABLED=true"), "{line}");
+        // Something that is not otel-xray on every port (another collector on 4318, say): not
+        // even the SDK's switch, since the SDK's default endpoint may well work.
+        let all = [9009, 4318, 4317];
+        let p = run_full(&LAMBDA_ENV, &PY_ARGV, &[PY_SITE], &listeners(&[], &all));
+        assert_eq!(p.set, [], "untouched");
+        let line = the_absent_line(&p);
+        assert!(line.contains("not otel-xray"), "{line}");
+        assert!(line.ends_with("its environment untouched"), "{line}");
+        // Only 4317 taken: the gRPC default may work, the SDK stays on.
+        let p = run_full(&LAMBDA_ENV, &PY_ARGV, &[], &listeners(&[], &[4317]));
+        assert_eq!(p.set, []);
+    }
+
+    #[test]
+    fn the_users_own_destination_is_left_alone() {
+        for (k, v) in [
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "https://collector.example.com:4318",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "https://x.example.com/v1/traces",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+                "https://x.example.com/v1/logs",
+            ),
+            ("OTEL_TRACES_EXPORTER", "console"),
+            ("OTEL_METRICS_EXPORTER", "otlp,prometheus"),
+            (
+                "JAVA_TOOL_OPTIONS",
+                "-Dotel.exporter.otlp.endpoint=https://x.example.com",
+            ),
+            ("OTEL_SDK_DISABLED", "false"),
+            ("OTEL_SDK_DISABLED", "true"),
+        ] {
+            let p = run_full(&[(k, v)], &PY_ARGV, &[], &listeners(&[], &[]));
+            assert_eq!(p.set, [], "{k}={v}");
+            the_absent_line(&p);
+        }
+        // `otlp` and `none` name no destination: the SDK's default endpoint is dead.
+        for (k, v) in [
+            ("OTEL_TRACES_EXPORTER", "otlp"),
+            ("OTEL_LOGS_EXPORTER", "none"),
+        ] {
+            let p = run_full(&[(k, v)], &PY_ARGV, &[], &listeners(&[], &[]));
+            sdk_disabled_only(&p);
+        }
+        // With the extension answering, the user's endpoint wins as always.
         let p = run_full(
-            &[("OTEL_XRAY_PROXY", "false")],
+            &[(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "https://collector.example.com",
+            )],
             &["/x"],
             &[],
-            &|_port: u16| {
-                probed.set(true);
-                Ok(())
-            },
+            &proxy_on_9009,
         );
-        assert!(!probed.get());
+        assert_eq!(get(&p, "OTEL_EXPORTER_OTLP_ENDPOINT"), None);
+        assert_eq!(get(&p, "AWS_LAMBDA_RUNTIME_API"), Some("127.0.0.1:9009"));
+    }
+
+    #[test]
+    fn proxy_off_asks_the_receiver() {
+        let probed = std::cell::RefCell::new(Vec::new());
+        let receiver_on = |port: u16| {
+            probed.borrow_mut().push(port);
+            listeners(&[5318, 9009], &[])(port)
+        };
+        let env = [
+            ("OTEL_XRAY_PROXY", "false"),
+            ("OTEL_XRAY_HTTP_PORT", "5318"),
+        ];
+        let p = run_full(&env, &["/x"], &[], &receiver_on);
+        assert_eq!(probed.take(), [5318], "the proxy is not probed");
+        assert_eq!(
+            get(&p, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+            Some("http://127.0.0.1:5318")
+        );
         assert_eq!(get(&p, "AWS_LAMBDA_RUNTIME_API"), None);
-        assert!(p.notes.is_empty());
-        // Something else answers.
-        let p = run_full(&[], &["/x"], &[], &|_port: u16| {
-            Err(ProbeError::NotOurs("status line \"HTTP/1.1 404\"".into()))
-        });
+        assert!(p.notes.is_empty(), "{:?}", p.notes);
+    }
+
+    #[test]
+    fn proxy_off_and_nothing_answering() {
+        let env = [
+            ("OTEL_XRAY_PROXY", "false"),
+            ("OTEL_XRAY_HTTP_PORT", "5318"),
+        ];
+        // 9009 would answer, but the proxy is off: not asked.
+        let p = run_full(&env, &PY_ARGV, &[PY_SITE], &listeners(&[9009], &[]));
+        sdk_disabled_only(&p); // 4318 and 4317 probed for the SDK: nobody there
+        let line = the_absent_line(&p);
+        assert!(
+            line.starts_with("OTLP/HTTP receiver not answering (connect 127.0.0.1:5318"),
+            "{line}"
+        );
+        assert!(
+            line.contains("Runtime API proxy off (OTEL_XRAY_PROXY=false)"),
+            "{line}"
+        );
+        assert!(!line.contains("9009"), "{line}");
+    }
+
+    #[test]
+    fn a_proxy_not_answering_with_the_receiver_up_keeps_the_sdk_plan() {
+        // The proxy's port taken by another server: the runtime talks to Lambda directly, the
+        // SDK still exports to the extension.
+        let p = run_full(
+            &[("OTEL_XRAY_PROXY_PORT", "9100")],
+            &["/x"],
+            &[],
+            &listeners(&[4318], &[9100]),
+        );
+        assert_eq!(
+            get(&p, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+            Some("http://127.0.0.1:4318")
+        );
         assert_eq!(get(&p, "AWS_LAMBDA_RUNTIME_API"), None);
-        assert_eq!(p.notes.len(), 1);
+        assert_eq!(p.notes.len(), 1, "{:?}", p.notes);
+        assert!(
+            p.notes[0].starts_with("Runtime API proxy not used (not otel-xray: "),
+            "{:?}",
+            p.notes
+        );
+        assert!(p.notes[0].contains("127.0.0.1:9100"), "{:?}", p.notes);
+    }
+
+    #[test]
+    fn malformed_values_fall_back_to_the_defaults_for_the_probes() {
+        let env = [
+            ("OTEL_XRAY_HTTP_PORT", "nope"),
+            ("OTEL_XRAY_PROXY", "maybe"),
+            ("OTEL_XRAY_PROXY_PORT", "70000"),
+        ];
+        // The extension on its defaults: found there, each bad value said once.
+        let p = run_full(&env, &["/x"], &[], &proxy_on_9009);
+        assert_eq!(get(&p, "AWS_LAMBDA_RUNTIME_API"), Some("127.0.0.1:9009"));
+        assert_eq!(
+            get(&p, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+            Some("http://127.0.0.1:4318")
+        );
+        assert_eq!(p.notes.len(), 3, "{:?}", p.notes);
+        for name in [
+            "OTEL_XRAY_HTTP_PORT",
+            "OTEL_XRAY_PROXY",
+            "OTEL_XRAY_PROXY_PORT",
+        ] {
+            assert!(
+                p.notes.iter().any(|n| n.starts_with(name)),
+                "{name}: {:?}",
+                p.notes
+            );
+        }
+        // Nothing answering: the same three, then the one line.
+        let p = run_full(&env, &["/x"], &[], &listeners(&[], &[]));
+        sdk_disabled_only(&p);
+        assert_eq!(p.notes.len(), 4, "{:?}", p.notes);
+        assert!(p.notes[3].starts_with("Runtime API proxy not used (connect 127.0.0.1:9009"));
+        assert!(p.notes[3].contains("127.0.0.1:9009") && p.notes[3].contains("127.0.0.1:4318"));
+        // A malformed OTEL_SDK_DISABLED is the user's decision too: left to the SDK.
+        let p = run_full(
+            &[("OTEL_SDK_DISABLED", "perhaps")],
+            &["/x"],
+            &[],
+            &listeners(&[], &[]),
+        );
+        assert_eq!(p.set, []);
     }
 
     const PY_SITE: &str =

@@ -119,7 +119,7 @@ pub fn handoff(
     notes: &mut Vec<String>,
 ) -> Vec<(String, String)> {
     if let Some(raw) = get("OTEL_XRAY_AUTO_INSTRUMENTATION") {
-        match crate::env::parse_bool(&raw) {
+        match crate::values::parse_bool(&raw) {
             Some(false) => return Vec::new(),
             Some(true) => {}
             None => notes.push(format!(

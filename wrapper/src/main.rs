@@ -1,12 +1,15 @@
 //! `otel-xray-wrapper`: named by `AWS_LAMBDA_EXEC_WRAPPER=/opt/otel-xray-wrapper`.
 //!
-//! Lambda's bootstrap runs it as `otel-xray-wrapper <runtime command…>`. It points the function's
+//! Lambda's bootstrap runs it as `otel-xray-wrapper <runtime command…>`. First it asks whether the
+//! extension is there (`presence.rs`: the health check of the Runtime API proxy, else of the
+//! OTLP/HTTP receiver; `probe.rs`). When otel-xray answers, it points the function's
 //! OpenTelemetry SDK at the extension's receiver and sets the propagators and the Lambda resource
-//! attributes, each only where the user has not set it; points `AWS_LAMBDA_RUNTIME_API` at the
-//! extension's Runtime API proxy when it answers its health check (`proxy.rs`); hands off to the
-//! function's own auto-instrumentation where it ships one (`instrument.rs`); then `exec`s the
-//! runtime, whose command it never changes. It fails open:
-//! whatever goes wrong, the runtime starts with the environment it would have had.
+//! attributes, each only where the user has not; points `AWS_LAMBDA_RUNTIME_API` at the proxy
+//! when the proxy answered; hands off to the function's own auto-instrumentation where it ships
+//! one (`instrument.rs`). When nothing of otel-xray answers, it sets nothing (the runtime starts as
+//! if the layer were absent) and says so in one line. Then it `exec`s the runtime, whose command
+//! it never changes. It fails open: whatever goes wrong, the runtime starts with the environment
+//! it would have had.
 //!
 //! No dependencies, no allocation-heavy work: it must start in about a millisecond.
 
@@ -16,7 +19,9 @@ use std::process::{Command, ExitCode};
 
 mod env;
 mod instrument;
-mod proxy;
+mod presence;
+mod probe;
+mod values;
 
 /// The real disk.
 struct RealFs;
@@ -46,7 +51,7 @@ fn main() -> ExitCode {
     let rest: Vec<OsString> = args.collect();
 
     let current = |k: &str| std::env::var(k).ok();
-    let plan = env::plan(&current, &program, &rest, &RealFs, &proxy::probe);
+    let plan = env::plan(&current, &program, &rest, &RealFs, &probe::probe);
     for note in &plan.notes {
         log(note);
     }

@@ -4,6 +4,7 @@
 //!
 //! | request                                              | response                              |
 //! |------------------------------------------------------|---------------------------------------|
+//! | `GET /otel-xray/health`                              | 200 `{"name":"otel-xray","version"}`  |
 //! | good body                                            | 200 `ExportTraceServiceResponse`      |
 //! | good body, buffer full                               | 200 with `partial_success`            |
 //! | other path                                           | 404                                   |
@@ -16,6 +17,10 @@
 //!
 //! Error bodies are a `google.rpc.Status` in the request's format, as the OTLP spec asks, or
 //! plain text where the request's format is unknown.
+//!
+//! The health check is the Runtime API proxy's, answered here too: the wrapper probes it before
+//! it points the function's SDK here when the proxy is off or not answering (docs/wrapper.md).
+//! It touches neither the buffer nor the counters.
 
 use bytes::Bytes;
 use http::header::{ALLOW, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
@@ -28,8 +33,10 @@ use super::decode::{self, Compression, DecodeError, Format};
 use super::{BodyError, Shared, partial_success_message, read_capped};
 use crate::stats::RejectReason;
 
-/// The only path served.
+/// The only OTLP path served.
 pub const TRACES_PATH: &str = "/v1/traces";
+/// The extension's health check, the same path and answer as the Runtime API proxy's.
+pub const HEALTH_PATH: &str = "/otel-xray/health";
 
 /// Handles one request. Never fails: every refusal is a response.
 pub(crate) async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
@@ -40,6 +47,9 @@ pub(crate) async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<
         .and_then(|v| v.to_str().ok())
         .and_then(Format::from_content_type);
 
+    if parts.uri.path() == HEALTH_PATH {
+        return health(&parts.method);
+    }
     if parts.uri.path() != TRACES_PATH {
         warn!(
             receiver = "OTLP/HTTP",
@@ -183,6 +193,28 @@ pub(crate) async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<
             )
         }
     }
+}
+
+/// `200 {"name":"otel-xray","version":"…"}` to GET and HEAD; 405 to anything else.
+fn health(method: &Method) -> Response<Full<Bytes>> {
+    if method != Method::GET && method != Method::HEAD {
+        let mut response = error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            None,
+            &format!("method {method} not allowed on {HEALTH_PATH}: use GET"),
+        );
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    debug!(receiver = "OTLP/HTTP", "health check answered");
+    let body = serde_json::json!({"name": "otel-xray", "version": env!("CARGO_PKG_VERSION")});
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 /// Counts and logs a refused request and builds its response.

@@ -1,81 +1,64 @@
-//! The Runtime API proxy handoff: whether to probe, the probe itself (one raw HTTP/1.1 request on
-//! loopback, bounded in time), and the pure reading of its answer.
-//!
-//! The extension binds its proxy before it registers with Lambda, and Lambda starts the runtime
-//! (and so this wrapper) only after every extension has registered: when the proxy is on, it is
-//! listening by the time we probe. Nobody listening costs one refused connect (microseconds).
+//! The health probe: one raw HTTP/1.1 `GET /otel-xray/health` on loopback, bounded in time, and
+//! the pure reading of its answer. Both of the extension's loopback listeners answer it, the
+//! Runtime API proxy and the OTLP/HTTP receiver, with `200 {"name":"otel-xray","version":"…"}`;
+//! `presence.rs` decides which to ask. Nobody listening costs one refused connect (microseconds).
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-/// The proxy's default port (`OTEL_XRAY_PROXY_PORT`).
-pub const DEFAULT_PROXY_PORT: u16 = 9009;
-/// Path of the proxy's health check; it answers `{"name":"otel-xray","version":"…"}`.
+/// Path of the health check; it answers `{"name":"otel-xray","version":"…"}`.
 pub const HEALTH_PATH: &str = "/otel-xray/health";
 /// Budget for the connect. Loopback connects succeed or are refused at once; this only bounds
 /// an odd network stack.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(5);
-/// Budget for the whole answer once connected. The proxy answers from memory in well under a
-/// millisecond; the slack is for a sandbox whose CPU is shared (a listener that accepted but
+/// Budget for the whole answer once connected. The extension answers from memory in well under
+/// a millisecond; the slack is for a sandbox whose CPU is shared (a listener that accepted but
 /// does not answer is abnormal, and it costs at most this, once, at cold start).
 const ANSWER_TIMEOUT: Duration = Duration::from_millis(50);
 /// Largest answer read; the real one is about 50 bytes of body.
 const MAX_ANSWER: usize = 4096;
 
-/// What the wrapper does about the proxy, decided from the environment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProxyChoice {
-    /// `OTEL_XRAY_PROXY=false`: leave `AWS_LAMBDA_RUNTIME_API` alone, without probing.
-    Off,
-    /// Probe 127.0.0.1 on this port.
-    Probe(u16),
-}
-
-/// Reads `OTEL_XRAY_PROXY` and `OTEL_XRAY_PROXY_PORT`; a malformed value is noted and replaced by
-/// its default, as the extension does.
-pub fn choice(get: &dyn Fn(&str) -> Option<String>, notes: &mut Vec<String>) -> ProxyChoice {
-    if let Some(raw) = get("OTEL_XRAY_PROXY") {
-        match crate::env::parse_bool(&raw) {
-            Some(false) => return ProxyChoice::Off,
-            Some(true) => {}
-            None => notes.push(format!(
-                "OTEL_XRAY_PROXY={raw:?} is not true or false; using true"
-            )),
-        }
-    }
-    ProxyChoice::Probe(crate::env::port(
-        get,
-        "OTEL_XRAY_PROXY_PORT",
-        DEFAULT_PROXY_PORT,
-        notes,
-    ))
-}
-
-/// Why the proxy is not used.
-#[derive(Debug, PartialEq, Eq)]
+/// Why a listener is not taken for otel-xray's.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeError {
-    /// Connecting, writing or reading failed (nobody listening, timeout, reset).
+    /// The connection was refused: nobody listens on the port.
+    Refused(String),
+    /// Connecting otherwise failed, or writing or reading did (timeout, reset).
     Io(String),
-    /// Something answered, but not as the otel-xray proxy.
+    /// Something answered, but not as otel-xray.
     NotOurs(String),
+}
+
+impl ProbeError {
+    /// Whether nobody listens on the port (as opposed to a listener that is not ours).
+    pub fn is_refused(&self) -> bool {
+        matches!(self, Self::Refused(_))
+    }
 }
 
 impl std::fmt::Display for ProbeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Io(e) => write!(f, "{e}"),
-            Self::NotOurs(e) => write!(f, "not the otel-xray proxy: {e}"),
+            Self::Refused(e) | Self::Io(e) => write!(f, "{e}"),
+            Self::NotOurs(e) => write!(f, "not otel-xray: {e}"),
         }
     }
 }
 
-/// Asks 127.0.0.1:`port` for its health; Ok when it is the otel-xray proxy.
+/// Asks 127.0.0.1:`port` for its health; Ok when otel-xray answers. Returns within
+/// [`CONNECT_TIMEOUT`] + [`ANSWER_TIMEOUT`].
 pub fn probe(port: u16) -> Result<(), ProbeError> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let io = |what: &str, e: std::io::Error| ProbeError::Io(format!("{what} {addr}: {e}"));
-    let mut stream =
-        TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(|e| io("connect", e))?;
+    let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(|e| {
+        let message = format!("connect {addr}: {e}");
+        if e.kind() == std::io::ErrorKind::ConnectionRefused {
+            ProbeError::Refused(message)
+        } else {
+            ProbeError::Io(message)
+        }
+    })?;
     let deadline = Instant::now() + ANSWER_TIMEOUT;
     let _ = stream.set_nodelay(true);
     stream
@@ -131,7 +114,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Pure: is this HTTP response the otel-xray proxy's health answer? A 200 whose body names
+/// Pure: is this HTTP response otel-xray's health answer? A 200 whose body names
 /// `"name": "otel-xray"` (whitespace-insensitive).
 pub fn check_answer(answer: &[u8]) -> Result<(), String> {
     let text = String::from_utf8_lossy(answer);
@@ -156,35 +139,7 @@ pub fn check_answer(answer: &[u8]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
     use std::net::TcpListener;
-
-    fn choose(env: &[(&str, &str)]) -> (ProxyChoice, Vec<String>) {
-        let map: HashMap<String, String> = env
-            .iter()
-            .map(|(k, v)| ((*k).into(), (*v).into()))
-            .collect();
-        let mut notes = Vec::new();
-        (choice(&|k| map.get(k).cloned(), &mut notes), notes)
-    }
-
-    #[test]
-    fn choice_reads_switch_and_port() {
-        assert_eq!(choose(&[]), (ProxyChoice::Probe(9009), vec![]));
-        assert_eq!(
-            choose(&[("OTEL_XRAY_PROXY_PORT", "9100")]).0,
-            ProxyChoice::Probe(9100)
-        );
-        assert_eq!(choose(&[("OTEL_XRAY_PROXY", "false")]).0, ProxyChoice::Off);
-        assert_eq!(choose(&[("OTEL_XRAY_PROXY", " OFF ")]).0, ProxyChoice::Off);
-        assert_eq!(
-            choose(&[("OTEL_XRAY_PROXY", "TRUE")]),
-            (ProxyChoice::Probe(9009), vec![])
-        );
-        let (c, notes) = choose(&[("OTEL_XRAY_PROXY", "maybe"), ("OTEL_XRAY_PROXY_PORT", "0")]);
-        assert_eq!(c, ProxyChoice::Probe(9009));
-        assert_eq!(notes.len(), 2, "{notes:?}");
-    }
 
     #[test]
     fn answer_must_be_ours() {
@@ -255,15 +210,22 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        assert!(matches!(probe(port), Err(ProbeError::Io(_))));
+        let refused = probe(port);
+        assert!(
+            matches!(refused, Err(ProbeError::Refused(_))),
+            "{refused:?}"
+        );
+        assert!(refused.unwrap_err().is_refused());
     }
 
     #[test]
     fn probe_gives_up_on_a_silent_listener() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        // Accepted by the kernel's backlog, never answered.
-        assert!(matches!(probe(port), Err(ProbeError::Io(_))));
+        // Accepted by the kernel's backlog, never answered: a listener, but not ours.
+        let silent = probe(port);
+        assert!(matches!(silent, Err(ProbeError::Io(_))), "{silent:?}");
+        assert!(!silent.unwrap_err().is_refused());
         drop(listener);
     }
 }
