@@ -74,6 +74,33 @@ fn spans(docs: &[Document]) -> usize {
 }
 
 #[tokio::test]
+async fn a_slow_endpoint_gets_no_call_it_cannot_answer_in_time() {
+    // Every call takes 200 ms; with 700 ms the waves of calls end at 200, 400 and 600 ms, and a
+    // fourth would end after the deadline: it is not sent, so what the endpoint accepted is
+    // exactly what is counted exported.
+    let docs = documents(50 * 40);
+    let span_counts: std::collections::HashMap<String, usize> =
+        docs.iter().map(|d| (d.json.clone(), d.spans)).collect();
+    let answered = Arc::new(Mutex::new(0usize));
+    let counter = Arc::clone(&answered);
+    let server = FakeServer::start(move |_, req| {
+        let spans: usize = decode_put(req).iter().map(|d| span_counts[d]).sum();
+        *counter.lock().unwrap() += spans;
+        Reply::After(Duration::from_millis(200), Box::new(ok_empty()))
+    })
+    .await;
+    let report = exporter(&server.url()).send(&docs, deadline(700)).await;
+    let answered = *answered.lock().unwrap();
+    assert!(answered > 0 && answered < spans(&docs), "{answered}");
+    assert_eq!(report.exported, answered, "{report:?}");
+    assert_eq!(
+        report.dropped,
+        vec![(DropReason::ExportTimeout, spans(&docs) - answered)],
+        "{report:?}"
+    );
+}
+
+#[tokio::test]
 async fn sends_every_document_signed_in_calls_of_at_most_50() {
     let server = FakeServer::start(|_, _| ok_empty()).await;
     let docs = documents(120);

@@ -8,8 +8,9 @@
 //!   backoff, at most [`MAX_ATTEMPTS`] attempts, never past the deadline; then
 //!   [`DropReason::ExportFailed`].
 //! - Other 4xx (bad credentials, bad request): [`DropReason::ExportRejected`], no retry.
-//! - The deadline passing mid-request: [`DropReason::ExportTimeout`] for what was in flight or
-//!   not yet sent.
+//! - The deadline: a call is started only while the slowest call of this flush so far would
+//!   still end by it, so that a call the endpoint accepts is not cut off and miscounted;
+//!   [`DropReason::ExportTimeout`] for what was not sent, or still in flight at the deadline.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -152,22 +153,33 @@ impl ApiExporter {
         for call in pending.by_ref().take(CONCURRENT_CALLS) {
             in_flight.push(self.send_one(call, &credentials, deadline));
         }
-        while let Some(part) = in_flight.next().await {
+        let mut slowest = Duration::ZERO;
+        while let Some((part, took)) = in_flight.next().await {
             report.merge(part);
-            if let Some(call) = pending.next() {
-                in_flight.push(self.send_one(call, &credentials, deadline));
+            slowest = slowest.max(took);
+            for call in pending.by_ref() {
+                if Instant::now() + slowest <= deadline {
+                    in_flight.push(self.send_one(call, &credentials, deadline));
+                    break;
+                }
+                // It would not be answered in time: not sent, so surely not delivered.
+                report.add_dropped(
+                    DropReason::ExportTimeout,
+                    call.iter().map(|d| d.spans).sum(),
+                );
             }
         }
         report
     }
 
-    /// One call, unless the deadline has passed already.
+    /// One call, unless the deadline has passed already; with how long it took.
     async fn send_one(
         &self,
         call: Vec<&Document>,
         credentials: &Credentials,
         deadline: Instant,
-    ) -> ExportReport {
+    ) -> (ExportReport, Duration) {
+        let started = Instant::now();
         let mut part = ExportReport::default();
         if Instant::now() >= deadline {
             part.add_dropped(
@@ -178,7 +190,7 @@ impl ApiExporter {
             self.send_call(&call, credentials, deadline, &mut part)
                 .await;
         }
-        part
+        (part, started.elapsed())
     }
 
     /// One call plus, for unprocessed documents, one more.

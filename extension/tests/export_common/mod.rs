@@ -167,6 +167,8 @@ pub enum Reply {
     },
     /// Never answer.
     Hang,
+    /// Answer with the inner reply after a delay.
+    After(Duration, Box<Reply>),
 }
 
 impl Reply {
@@ -231,7 +233,12 @@ impl FakeServer {
                                 all.push(rec.clone());
                                 all.len() - 1
                             };
-                            match handler(index, &rec) {
+                            let mut reply = handler(index, &rec);
+                            while let Reply::After(delay, inner) = reply {
+                                tokio::time::sleep(delay).await;
+                                reply = *inner;
+                            }
+                            match reply {
                                 Reply::Hang => {
                                     // Held until the test's runtime ends.
                                     tokio::time::sleep(Duration::from_secs(600)).await;
@@ -239,6 +246,7 @@ impl FakeServer {
                                         Full::new(Bytes::new()),
                                     ))
                                 }
+                                Reply::After(..) => unreachable!("unwrapped above"),
                                 Reply::Respond {
                                     status,
                                     headers,
