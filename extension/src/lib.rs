@@ -26,6 +26,7 @@ pub use otel_xray_core::otlp_wire;
 pub mod receiver;
 pub mod self_metrics;
 pub mod stats;
+pub mod upstream_breaker;
 /// The X-Ray translator: in `otel-xray-core` (the hot path, optimised for speed).
 pub use otel_xray_core::xray;
 

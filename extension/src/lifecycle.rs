@@ -84,6 +84,7 @@ use crate::lambda::telemetry::{
 use crate::receiver::{self, ReceiveError};
 use crate::self_metrics::{self, FlushFigures, SelfMetrics};
 use crate::stats::{DropReason, Stats, StatsSnapshot};
+use crate::upstream_breaker::{self, Change, Outcome, UpstreamBreaker};
 
 /// The final flush must be done this long before SHUTDOWN's `deadlineMs`.
 pub const SHUTDOWN_MARGIN: Duration = Duration::from_millis(200);
@@ -622,6 +623,7 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
         managed_instances: config.managed_instances,
         telemetry_usable: telemetry_subscribed,
         pressure_deferred: false,
+        breaker: UpstreamBreaker::new(),
         platform,
         telemetry_rx,
         held_answers: Vec::new(),
@@ -774,6 +776,8 @@ struct Lifecycle {
     /// Buffer pressure came while `event/next` was outstanding (on-demand Lambda may freeze the
     /// sandbox then): the flush waits for the next INVOKE.
     pressure_deferred: bool,
+    /// Pauses exports while the upstream cannot be reached (upstream_breaker.rs).
+    breaker: UpstreamBreaker,
     platform: Option<PlatformSpans>,
     telemetry_rx: mpsc::Receiver<Delivery>,
     /// Answers to the signallers of invocation ends, held until `event/next` is on its way.
@@ -1179,6 +1183,10 @@ impl Lifecycle {
     /// Drains the buffer and exports it by `deadline`. Returns the spans handed to the exporter.
     async fn flush_until(&mut self, reason: FlushReason, deadline: Instant) -> usize {
         let started = Instant::now();
+        if reason != FlushReason::Shutdown && !self.breaker.allows(started) {
+            debug!(reason = %reason, "flush skipped: the upstream is unreachable, exports are paused");
+            return 0;
+        }
         let Ok(mut batch) = self.buffer.drain().await else {
             return 0;
         };
@@ -1213,6 +1221,24 @@ impl Lifecycle {
         };
         for _ in 0..report.errors {
             self.stats.add_export_error();
+        }
+        let outcome = if report.exported > 0 || report.dropped(DropReason::ExportRejected) > 0 {
+            Outcome::Reached
+        } else if report.errors > 0 {
+            Outcome::Unreachable
+        } else {
+            Outcome::Reached
+        };
+        match self.breaker.record(outcome, Instant::now()) {
+            Change::Opened(pause) => warn!(
+                pause_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
+                "the upstream could not be reached in {} flushes in a row: exports pause, then \
+                 one flush probes it; spans stay buffered meanwhile (beyond \
+                 OTEL_XRAY_BUFFER_MAX_SPANS they are refused and counted as buffer_full)",
+                upstream_breaker::FAILURES_TO_OPEN
+            ),
+            Change::Closed => info!("the upstream answers again: exports resume"),
+            Change::None => {}
         }
         let exported = report.exported;
         let mut dropped = 0;

@@ -394,6 +394,69 @@ async fn buffer_pressure_between_invocations_waits_for_the_next_invoke() {
 }
 
 #[tokio::test]
+async fn an_unreachable_upstream_pauses_exports_instead_of_costing_every_invocation() {
+    // An OTLP endpoint that accepts connections and closes them at once: every request fails.
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}/v1/traces", upstream.local_addr().unwrap());
+    let attempts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&attempts);
+    tokio::spawn(async move {
+        for _ in 0..10_000 {
+            let Ok((conn, _)) = upstream.accept().await else {
+                return;
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(conn);
+        }
+    });
+    let mut fake = FakeLambda::start(StatusCode::OK).await;
+    let config = lifecycle_support::config(
+        fake.addr,
+        &[
+            ("OTEL_XRAY_EXPORTER", "otlp"),
+            ("OTEL_XRAY_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_XRAY_EXPORT_TIMEOUT_MS", "300"),
+        ],
+    );
+    let (options, ready_rx, _) = options();
+    let script = async {
+        let ready = ready_rx.await.unwrap();
+        let mut next = fake.next_call(5 * SECOND).await;
+        let mut per_invocation = Vec::new();
+        for i in 0..6 {
+            let id = format!("req-{i}");
+            let before = attempts.load(std::sync::atomic::Ordering::SeqCst);
+            next.invoke(&id, 30 * SECOND, Some(TRACE_HEADER));
+            ready.buffer.push(sdk_batch(2)).await.unwrap();
+            let _held =
+                ready
+                    .invocation_end
+                    .invocation_ended(id.as_str(), EndSource::RuntimeProxy, None);
+            next = fake.next_call(5 * SECOND).await;
+            per_invocation.push(attempts.load(std::sync::atomic::Ordering::SeqCst) - before);
+        }
+        // Three flushes try (and fail); then the breaker pauses exports: no connection at all.
+        assert!(
+            per_invocation[..3].iter().all(|&n| n > 0),
+            "{per_invocation:?}"
+        );
+        assert_eq!(&per_invocation[3..], &[0, 0, 0], "{per_invocation:?}");
+        let snap = ready.stats.snapshot();
+        // The spans of the paused invocations are still buffered, not dropped.
+        assert_eq!(snap.in_flight(), 6, "{snap}");
+        next.shutdown("spindown", 2 * SECOND);
+    };
+    let (summary, ()) = tokio::join!(run(config, options), script);
+    assert_eq!(summary.exit, Exit::Clean);
+    let s = &summary.stats;
+    // SHUTDOWN's flush tries once more; everything is accounted for.
+    assert_eq!(s.received, 12, "{s}");
+    assert_eq!(s.exported, 0, "{s}");
+    assert_eq!(s.dropped_total(), 12, "{s}");
+    assert_eq!(s.in_flight(), 0, "{s}");
+}
+
+#[tokio::test]
 async fn taken_ports_never_fail_the_function() {
     let mut fake = FakeLambda::start(StatusCode::OK).await;
     let ip = otel_xray::lambda::telemetry::sandbox_address().await;
