@@ -30,10 +30,15 @@ class LocalLambda:
 
     `env` reaches every process of the sandbox, as a function's environment does on Lambda.
     The extension's ports are chosen free for each sandbox and put in `self.ports`.
+    `managed_instances=N` runs it as a Lambda Managed Instances environment of concurrency N
+    (`--managed-instances N`: AWS_LAMBDA_INITIALIZATION_TYPE=lambda-managed-instances and
+    AWS_LAMBDA_MAX_CONCURRENCY=N in the function's environment); `invoke(many=[...])` then runs
+    invocations concurrently.
     """
 
     def __init__(self, log_dir, runtime_cmd, env=None, layer=LAYER, wrapper=True, timeout_ms=3000,
-                 active_tracing=False, extra_args=(), function_name="otel-xray-e2e", task_root=None):
+                 active_tracing=False, extra_args=(), function_name="otel-xray-e2e", task_root=None,
+                 managed_instances=None):
         http, grpc, telemetry, proxy = free_ports(4)
         self.ports = {"http": http, "grpc": grpc, "telemetry": telemetry, "proxy": proxy}
         self.log_dir = log_dir
@@ -59,6 +64,8 @@ class LocalLambda:
             args += ["--env", "LAMBDA_TASK_ROOT=%s" % task_root]
         if active_tracing:
             args.append("--active-tracing")
+        if managed_instances is not None:
+            args += ["--managed-instances", str(managed_instances)]
         for k, v in base.items():
             args += ["--env", "%s=%s" % (k, v)]
         args += list(extra_args)
@@ -79,7 +86,19 @@ class LocalLambda:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.loads(resp.read())
 
-    def invoke(self, payload=None, trace_header=None):
+    def invoke(self, payload=None, trace_header=None, many=None):
+        """One invocation; or, with `many` (a list of payloads), one per payload started at once
+        (`POST /invoke-many`), returning their results in order: invocation results, or
+        `{"status": "rejected", "httpStatus": 400, "errorType": "Runtime.Unavailable", "body": ...}`
+        for those a Lambda Managed Instances environment refused (every worker busy)."""
+        if many is not None:
+            invokes = []
+            for p in many:
+                one = {"payload": p}
+                if trace_header:
+                    one["traceHeader"] = trace_header
+                invokes.append(one)
+            return self._post("/invoke-many", {"invokes": invokes})["results"]
         body = {"payload": payload if payload is not None else {}}
         if trace_header:
             body["traceHeader"] = trace_header

@@ -31,7 +31,12 @@ impl Handler for Api {
         let m = req.method.as_str();
         if let Some(rest) = path.strip_prefix(RUNTIME) {
             match (m, rest) {
-                ("GET", "/invocation/next") => return self.runtime_next().await,
+                ("GET", "/invocation/next") => {
+                    if self.shared.managed.is_some() {
+                        return crate::managed::runtime_next(&self.shared, &req).await;
+                    }
+                    return self.runtime_next().await;
+                }
                 ("POST", "/init/error") => return self.runtime_init_error(&req),
                 ("POST", r) if r.starts_with("/invocation/") => {
                     let parts: Vec<&str> = r.split('/').collect();
@@ -59,6 +64,26 @@ impl Handler for Api {
         }
         Response::error(404, "NotFound", &format!("no route for {m} {}", req.path))
     }
+}
+
+/// The answer to `invocation/next`: the event and its `Lambda-Runtime-*` headers.
+pub(crate) fn event_response(ev: crate::state::RuntimeEvent) -> Response {
+    let mut resp = Response::new(200)
+        .header("Content-Type", "application/json")
+        .header("Lambda-Runtime-Aws-Request-Id", &ev.request_id)
+        .header("Lambda-Runtime-Deadline-Ms", &ev.deadline_ms.to_string())
+        .header("Lambda-Runtime-Invoked-Function-Arn", &ev.function_arn)
+        .header("Lambda-Runtime-Trace-Id", &ev.trace_header);
+    if let Some(cc) = &ev.client_context {
+        resp = resp.header("Lambda-Runtime-Client-Context", cc);
+    }
+    if let Some(ci) = &ev.cognito_identity {
+        resp = resp.header("Lambda-Runtime-Cognito-Identity", ci);
+    }
+    if let Some(id) = &ev.invocation_id {
+        resp = resp.header("Lambda-Runtime-Invocation-Id", id);
+    }
+    resp.body(ev.payload)
 }
 
 fn accepted() -> Response {
@@ -104,23 +129,14 @@ impl Api {
             "runtime.event_delivered",
             json!({"requestId": ev.request_id}),
         );
-        let mut resp = Response::new(200)
-            .header("Content-Type", "application/json")
-            .header("Lambda-Runtime-Aws-Request-Id", &ev.request_id)
-            .header("Lambda-Runtime-Deadline-Ms", &ev.deadline_ms.to_string())
-            .header("Lambda-Runtime-Invoked-Function-Arn", &ev.function_arn)
-            .header("Lambda-Runtime-Trace-Id", &ev.trace_header);
-        if let Some(cc) = &ev.client_context {
-            resp = resp.header("Lambda-Runtime-Client-Context", cc);
-        }
-        if let Some(ci) = &ev.cognito_identity {
-            resp = resp.header("Lambda-Runtime-Cognito-Identity", ci);
-        }
-        resp.body(ev.payload)
+        event_response(ev)
     }
 
     /// Record the runtime's answer for `id` and emit `platform.runtimeDone`.
     fn finish(&self, id: &str, req: &Request, outcome: Outcome) -> Result<(), Response> {
+        if self.shared.managed.is_some() {
+            return crate::managed::finish(&self.shared, id, req, outcome);
+        }
         let now = Instant::now();
         {
             let mut st = self.shared.lock();
@@ -329,8 +345,31 @@ impl Api {
             let closed = env.registration_closed;
             let mut ext_events = events.clone();
             ext_events.dedup();
+            let managed = self.shared.managed.is_some();
             match env.extensions.iter_mut().find(|e| e.name == name) {
                 Some(ext) if ext.external && !ext.registered() => {
+                    if managed {
+                        // Lambda Managed Instances send SHUTDOWN only; the refusal fails the init.
+                        if let Some(e) = events.iter().find(|e| *e != "SHUTDOWN") {
+                            let message = format!("{e}: ErrorInvalidEventType");
+                            env.refused_registration =
+                                Some((name.clone(), message.clone(), Instant::now()));
+                            drop(st);
+                            crate::managed::wake_after_refusal(&self.shared);
+                            self.rec(
+                                "extension.register_refused",
+                                json!({"name": name, "events": events,
+                                       "errorType": crate::managed::INVALID_EVENT_TYPE,
+                                       "errorMessage": message}),
+                            );
+                            self.shared.bump();
+                            return Response::error(
+                                403,
+                                crate::managed::INVALID_EVENT_TYPE,
+                                &message,
+                            );
+                        }
+                    }
                     for e in &events {
                         if e != "INVOKE" && e != "SHUTDOWN" {
                             return Response::error(
@@ -361,6 +400,11 @@ impl Api {
                     403,
                     "Extension.RegistrationClosed",
                     "Extension registration closed already",
+                )),
+                None if managed && !events.is_empty() => Err(Response::error(
+                    403,
+                    crate::managed::INVALID_EVENT_TYPE,
+                    "No events allowed for internal extensions",
                 )),
                 None => {
                     // Not an executable of the layer: an internal extension (in the runtime process).
@@ -398,10 +442,13 @@ impl Api {
             "extension.register",
             json!({"name": name, "events": events, "external": external, "id": id}),
         );
-        self.shared.hub.emit(
-            "platform.extension",
-            json!({"name": name, "state": "Ready", "events": events}),
-        );
+        if self.shared.managed.is_none() {
+            // On Lambda Managed Instances the states of all extensions follow at the end of init.
+            self.shared.hub.emit(
+                "platform.extension",
+                json!({"name": name, "state": "Ready", "events": events}),
+            );
+        }
         self.shared.bump();
         let cfg = &self.shared.cfg;
         let mut body = json!({
@@ -568,6 +615,15 @@ impl Api {
                 }
             }
         };
+        if self.shared.managed.is_some()
+            && let Err(msg) = crate::managed::check_schema_version(&req.body)
+        {
+            self.rec(
+                "telemetry.subscribe_rejected",
+                json!({"name": name, "error": msg}),
+            );
+            return crate::managed::validation_error(&msg);
+        }
         let sub = match crate::telemetry::validate_subscription(
             &req.body,
             &self.shared.cfg.telemetry.allowed_hosts,

@@ -69,9 +69,13 @@ pub struct Config {
     /// What the runtime gets of it before SIGKILL after SIGTERM (Lambda: 300 ms, 500 ms with
     /// an internal extension).
     pub runtime_shutdown_grace: Duration,
+    /// The same on Lambda Managed Instances, where the runtime always gets SIGTERM first and the
+    /// extensions get SHUTDOWN only after it exited (the RIE's LMI mode: 600 ms).
+    pub managed_runtime_shutdown_grace: Duration,
     /// X-Ray active tracing (`TracingConfig.Mode = Active`).
     pub active_tracing: bool,
-    /// SIGSTOP the sandbox between invocations, SIGCONT on the next one.
+    /// SIGSTOP the sandbox between invocations, SIGCONT on the next one. Ignored on Lambda
+    /// Managed Instances (see [`crate::managed`]), which never freeze.
     pub freeze: bool,
     pub telemetry: TelemetryKnobs,
     /// Address of the Runtime API server; port 0 for an ephemeral one.
@@ -106,6 +110,7 @@ impl Default for Config {
             init_timeout: Duration::from_secs(10),
             shutdown_budget: Duration::from_millis(2000),
             runtime_shutdown_grace: Duration::from_millis(300),
+            managed_runtime_shutdown_grace: crate::managed::RUNTIME_SHUTDOWN_GRACE,
             active_tracing: false,
             freeze: false,
             telemetry: TelemetryKnobs::default(),
@@ -125,6 +130,13 @@ impl Config {
             "arn:aws:lambda:{}:{}:function:{}",
             self.region, self.account_id, self.function_name
         )
+    }
+
+    /// Lambda Managed Instances mode, as Lambda selects it: the function's environment has
+    /// `AWS_LAMBDA_INITIALIZATION_TYPE=lambda-managed-instances`; the concurrency comes from
+    /// `AWS_LAMBDA_MAX_CONCURRENCY` (see [`crate::managed::ManagedInstances::from_config`]).
+    pub fn managed_instances(&self) -> Option<crate::managed::ManagedInstances> {
+        crate::managed::ManagedInstances::from_config(self)
     }
 
     /// Value of a function environment variable (last one wins).

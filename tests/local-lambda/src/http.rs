@@ -145,6 +145,7 @@ fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        410 => "Gone",
         413 => "Request Entity Too Large",
         500 => "Internal Server Error",
         _ => "Status",

@@ -14,6 +14,12 @@
 //!  Telemetry API      ──▶ buffered POSTs of [{time,type,record}] to http://sandbox.localdomain:PORT
 //! ```
 //!
+//! With `AWS_LAMBDA_INITIALIZATION_TYPE=lambda-managed-instances` in the function's environment
+//! the sandbox runs as a Lambda Managed Instances environment instead: no INVOKE to extensions,
+//! no freeze, up to `AWS_LAMBDA_MAX_CONCURRENCY` invocations at once, each on its own
+//! `invocation/next`. [`managed`] describes that mode, where it follows AWS's Runtime Interface
+//! Emulator and where it deliberately differs.
+//!
 //! It serves the extension's integration tests and benchmarks (this library) and the Python
 //! end-to-end suite and `make demo` (the `local-lambda` binary and its control API, see
 //! [`control`]).
@@ -48,6 +54,7 @@ pub mod control;
 pub mod http;
 pub mod ids;
 pub mod lifecycle;
+pub mod managed;
 pub mod model;
 pub mod process;
 pub mod state;
@@ -55,8 +62,10 @@ pub mod telemetry;
 pub mod time;
 pub mod timeline;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -66,9 +75,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use config::{Config, TelemetryKnobs};
+pub use managed::ManagedInstances;
 pub use model::{
     ExtensionShutdown, ExtensionTiming, InvokeError, InvokeRequest, InvokeResult, InvokeStatus,
-    InvokeTimings, ProcessExit, ShutdownReport, TelemetryDelivery, TimelineEvent,
+    InvokeTimings, ProcessExit, Rejection, ShutdownReport, TelemetryDelivery, TimelineEvent,
 };
 
 /// Errors of the library API.
@@ -85,6 +95,10 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("the sandbox has been shut down")]
     ShutDown,
+    /// Lambda Managed Instances: the environment refused the invoke (all workers busy, or not
+    /// ready); nothing ran.
+    #[error("invoke rejected: {} (HTTP {})", .0.error_type, .0.http_status)]
+    Rejected(Rejection),
 }
 
 /// The outcome of the Init phase.
@@ -104,7 +118,8 @@ pub enum InitOutcome {
 #[derive(Debug)]
 pub struct LocalLambda {
     shared: Arc<state::Shared>,
-    /// One lifecycle operation at a time (a sandbox runs one invocation at a time).
+    /// One lifecycle operation at a time (an on-demand sandbox runs one invocation at a time;
+    /// on Lambda Managed Instances only init and shutdown take it).
     op: tokio::sync::Mutex<()>,
     stop: watch::Sender<bool>,
     init: Option<InitOutcome>,
@@ -160,7 +175,9 @@ impl LocalLambda {
         );
         shared.timeline.record(
             "sandbox.start",
-            serde_json::json!({"runtimeApi": api_addr.to_string()}),
+            serde_json::json!({"runtimeApi": api_addr.to_string(),
+                               "initializationType": lifecycle::initialization_type(&shared),
+                               "maxConcurrency": shared.managed.map(|m| m.max_concurrency)}),
         );
         let mut me = Self {
             shared,
@@ -207,12 +224,55 @@ impl LocalLambda {
     }
 
     /// Invoke the function once (initialising the environment first if a reset discarded it).
+    ///
+    /// On Lambda Managed Instances calls run concurrently (see [`Self::invoke_many`]), each on
+    /// an idle runtime worker; with none idle the invoke fails with [`Error::Rejected`].
     pub async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResult, Error> {
+        if self.shared.managed.is_some() {
+            return self.invoke_managed(req).await;
+        }
         let _op = self.op.lock().await;
         if self.shared.lock().shut_down {
             return Err(Error::ShutDown);
         }
         Ok(lifecycle::invoke(&self.shared, req).await)
+    }
+
+    async fn invoke_managed(&self, req: InvokeRequest) -> Result<InvokeResult, Error> {
+        {
+            let _op = self.op.lock().await;
+            if self.shared.lock().shut_down {
+                return Err(Error::ShutDown);
+            }
+            if let Err(f) = managed::ensure_ready(&self.shared).await {
+                return Ok(managed::init_failed_result(&self.shared, &req, f));
+            }
+        }
+        managed::invoke(&self.shared, req)
+            .await
+            .map_err(Error::Rejected)
+    }
+
+    /// Start every invocation at once and wait for all; results in the order of `reqs`. On
+    /// Lambda Managed Instances they run concurrently (those beyond the idle workers are
+    /// rejected); on-demand they run one after the other, as Lambda runs them in one sandbox.
+    pub async fn invoke_many(&self, reqs: Vec<InvokeRequest>) -> Vec<Result<InvokeResult, Error>> {
+        join_all(reqs.into_iter().map(|r| self.invoke(r)).collect()).await
+    }
+
+    /// The Lambda Managed Instances settings, `None` on-demand.
+    pub fn managed_instances(&self) -> Option<ManagedInstances> {
+        self.shared.managed
+    }
+
+    /// Lambda Managed Instances: invocations in flight and runtime workers waiting in
+    /// `invocation/next` now.
+    pub fn concurrency_now(&self) -> (usize, usize) {
+        self.shared
+            .lock()
+            .env
+            .as_ref()
+            .map_or((0, 0), |e| (e.inflight.len(), e.idle_workers.len()))
     }
 
     /// Run the Shutdown phase (`spindown`) and stop the Runtime API server.
@@ -273,6 +333,30 @@ impl LocalLambda {
             .log_dir
             .join(format!("{role}-{name}.{stream}.log"))
     }
+}
+
+/// Poll every future until all are done; their outputs in order.
+async fn join_all<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
+    let mut futs: Vec<Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in futs.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
 }
 
 impl Drop for LocalLambda {

@@ -17,7 +17,7 @@ use crate::model::{
 use crate::process::{self, Role};
 use crate::state::{Current, Env, Exit, Ext, Mailbox, Outcome, Phase, Proc, RuntimeEvent, Shared};
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
@@ -95,6 +95,14 @@ fn lambda_env(shared: &Shared, log_stream: &str) -> Vec<(String, String)> {
         (s("_HANDLER"), cfg.handler.clone()),
     ]);
     env.extend(cfg.env.iter().cloned());
+    if let Some(m) = &shared.managed {
+        // The value in use, whatever the function set (the RIE sets it after the function's
+        // variables), for the runtime and, as the RIE's October 2026 release, the extensions.
+        env.push((
+            s(crate::managed::MAX_CONCURRENCY_VAR),
+            m.max_concurrency.to_string(),
+        ));
+    }
     // Later entries win: keep the last value of each name.
     let mut out: Vec<(String, String)> = Vec::new();
     for (k, v) in env {
@@ -203,6 +211,9 @@ fn start_process(
                    "generation": generation}),
         );
         waiter_shared.bump();
+        if waiter_shared.managed.is_some() {
+            crate::managed::on_process_exit(&waiter_shared, generation, role, &name, code, signal);
+        }
     });
     Ok(pid)
 }
@@ -257,12 +268,34 @@ pub fn thaw(shared: &Shared) {
 
 // ------------------------------------------------------------------ init
 
+/// `initializationType` of the platform events, and `AWS_LAMBDA_INITIALIZATION_TYPE`.
+pub fn initialization_type(shared: &Shared) -> &'static str {
+    if shared.managed.is_some() {
+        crate::managed::INITIALIZATION_TYPE
+    } else {
+        "on-demand"
+    }
+}
+
 enum InitWait {
     Ok,
     Fail(InvokeStatus, String, String),
 }
 
 fn extension_problem(env: &Env) -> Option<InitWait> {
+    if let Some((name, message, at)) = &env.refused_registration {
+        // Its chance to log and exit first (it is killed at once at the shutdown that follows).
+        let exited = env.extensions.iter().any(|e| e.name == *name && e.exited());
+        if exited || at.elapsed() >= crate::managed::REFUSAL_GRACE {
+            return Some(InitWait::Fail(
+                InvokeStatus::Error,
+                crate::managed::INVALID_EVENT_TYPE.to_owned(),
+                format!(
+                    "extension {name} registered for an event Lambda Managed Instances do not send: {message}"
+                ),
+            ));
+        }
+    }
     for e in &env.extensions {
         if let Some(t) = &e.init_error {
             return Some(InitWait::Fail(
@@ -303,13 +336,11 @@ pub async fn init(shared: &Arc<Shared>) -> Result<f64, InitFailure> {
         g
     };
     shared.hub.new_environment();
-    shared
-        .timeline
-        .record("init.start", json!({"generation": generation}));
-    shared.hub.emit(
-        "platform.initStart",
-        json!({"initializationType": "on-demand", "phase": "init",
-               "functionName": cfg.function_name, "functionVersion": cfg.function_version}),
+    let managed = shared.managed.is_some();
+    let init_type = initialization_type(shared);
+    shared.timeline.record(
+        "init.start",
+        json!({"generation": generation, "initializationType": init_type}),
     );
     let log_stream = format!(
         "{}/[{}]{}",
@@ -317,6 +348,18 @@ pub async fn init(shared: &Arc<Shared>) -> Result<f64, InitFailure> {
         cfg.function_version,
         ids::hex32()
     );
+    if managed {
+        shared.hub.emit(
+            "platform.initStart",
+            crate::managed::init_start_record(cfg, &log_stream),
+        );
+    } else {
+        shared.hub.emit(
+            "platform.initStart",
+            json!({"initializationType": "on-demand", "phase": "init",
+                   "functionName": cfg.function_name, "functionVersion": cfg.function_version}),
+        );
+    }
     let base_env = lambda_env(shared, &log_stream);
 
     let result = init_steps(shared, generation, deadline, &base_env).await;
@@ -331,11 +374,19 @@ pub async fn init(shared: &Arc<Shared>) -> Result<f64, InitFailure> {
                     env.registration_closed = true;
                 }
             }
-            shared.hub.emit(
-                "platform.initReport",
-                json!({"initializationType": "on-demand", "phase": "init", "status": "success",
-                       "metrics": {"durationMs": round2(duration_ms)}}),
-            );
+            if managed {
+                crate::managed::emit_extension_states(shared);
+                shared.hub.emit(
+                    "platform.initReport",
+                    crate::managed::init_report_record("success", None, duration_ms),
+                );
+            } else {
+                shared.hub.emit(
+                    "platform.initReport",
+                    json!({"initializationType": "on-demand", "phase": "init", "status": "success",
+                           "metrics": {"durationMs": round2(duration_ms)}}),
+                );
+            }
             shared.timeline.record(
                 "init.end",
                 json!({"generation": generation, "durationMs": duration_ms}),
@@ -344,29 +395,56 @@ pub async fn init(shared: &Arc<Shared>) -> Result<f64, InitFailure> {
             Ok(duration_ms)
         }
         Err((status, error_type, message)) => {
-            let runtime_called_next = shared
-                .lock()
-                .env
-                .as_ref()
-                .is_some_and(|e| e.runtime_next_count > 0);
-            if !runtime_called_next {
+            // The RIE's LMI mode reports every customer error as `error` (only a timeout differs).
+            let status = if managed && status == InvokeStatus::Failure {
+                InvokeStatus::Error
+            } else {
+                status
+            };
+            let (runtime_called_next, runtime_started) =
+                shared.lock().env.as_ref().map_or((false, false), |e| {
+                    (e.runtime_next_count > 0, e.runtime.is_some())
+                });
+            if managed {
+                // As the RIE: initRuntimeDone only for a runtime that was started and did not
+                // time out; the extensions' states; then the report.
+                if runtime_started && !runtime_called_next && status != InvokeStatus::Timeout {
+                    shared.hub.emit(
+                        "platform.initRuntimeDone",
+                        json!({"initializationType": init_type, "phase": "init",
+                               "status": status.as_str(), "errorType": error_type}),
+                    );
+                }
+                crate::managed::emit_extension_states(shared);
                 shared.hub.emit(
-                    "platform.initRuntimeDone",
-                    json!({"initializationType": "on-demand", "phase": "init",
-                           "status": status.as_str(), "errorType": error_type}),
+                    "platform.initReport",
+                    crate::managed::init_report_record(
+                        status.as_str(),
+                        Some(&error_type),
+                        duration_ms,
+                    ),
+                );
+            } else {
+                if !runtime_called_next {
+                    shared.hub.emit(
+                        "platform.initRuntimeDone",
+                        json!({"initializationType": "on-demand", "phase": "init",
+                               "status": status.as_str(), "errorType": error_type}),
+                    );
+                }
+                shared.hub.emit(
+                    "platform.initReport",
+                    json!({"initializationType": "on-demand", "phase": "init", "status": status.as_str(),
+                           "errorType": error_type, "metrics": {"durationMs": round2(duration_ms)}}),
                 );
             }
-            shared.hub.emit(
-                "platform.initReport",
-                json!({"initializationType": "on-demand", "phase": "init", "status": status.as_str(),
-                       "errorType": error_type, "metrics": {"durationMs": round2(duration_ms)}}),
-            );
             shared.timeline.record(
                 "init.failed",
                 json!({"generation": generation, "status": status.as_str(), "errorType": error_type,
                        "message": message}),
             );
-            let reason = if status == InvokeStatus::Timeout {
+            // Lambda Managed Instances know two shutdown reasons only: spindown and failure.
+            let reason = if status == InvokeStatus::Timeout && !managed {
                 "timeout"
             } else {
                 "failure"
@@ -666,6 +744,10 @@ pub async fn invoke(shared: &Arc<Shared>, req: InvokeRequest) -> InvokeResult {
         first_byte_at: None,
         runtime_done_at: None,
         ext_next: Vec::new(),
+        worker: None,
+        response_head_at: None,
+        response_done_at: None,
+        aborted: None,
     };
     let invoke_event = json!({
         "eventType": "INVOKE",
@@ -682,6 +764,7 @@ pub async fn invoke(shared: &Arc<Shared>, req: InvokeRequest) -> InvokeResult {
         client_context: req.client_context.clone(),
         cognito_identity: req.cognito_identity.clone(),
         payload: req.payload.clone(),
+        invocation_id: None,
     };
     {
         let mut st = shared.lock();
@@ -1026,7 +1109,7 @@ fn exit_report(p: Option<&Proc>, t0: Instant) -> ProcessExit {
 }
 
 /// SIGKILL the groups of the given processes and mark them killed.
-fn kill_marked(shared: &Shared, runtime: bool, ext_names: &[String]) {
+pub(crate) fn kill_marked(shared: &Shared, runtime: bool, ext_names: &[String]) {
     let mut st = shared.lock();
     let Some(env) = st.env.as_mut() else { return };
     if runtime && let Some(r) = env.runtime.as_mut().filter(|r| r.alive()) {
@@ -1053,6 +1136,9 @@ pub async fn reset(shared: &Arc<Shared>, reason: &str) -> ShutdownReport {
 
 /// The Shutdown phase (reason `spindown`), or a reset (`timeout`, `failure`).
 pub async fn shut_down_environment(shared: &Arc<Shared>, reason: &str) -> ShutdownReport {
+    if shared.managed.is_some() {
+        return crate::managed::shut_down(shared, reason).await;
+    }
     let cfg = &shared.cfg;
     thaw(shared);
     let t0 = Instant::now();
@@ -1105,28 +1191,7 @@ pub async fn shut_down_environment(shared: &Arc<Shared>, reason: &str) -> Shutdo
         }
     }
 
-    // SHUTDOWN to the extensions registered for it; the others are stopped.
-    let others = {
-        let mut st = shared.lock();
-        let mut others = Vec::new();
-        if let Some(env) = st.env.as_mut() {
-            let event = json!({"eventType": "SHUTDOWN", "shutdownReason": reason, "deadlineMs": deadline_ms});
-            for e in env.extensions.iter_mut() {
-                if !e.external || e.exited() {
-                    continue;
-                }
-                if e.registered() && e.wants("SHUTDOWN") {
-                    e.received_shutdown = true;
-                    let _ = e.mailbox.tx.send(event.clone());
-                } else {
-                    others.push(e.name.clone());
-                }
-            }
-        }
-        others
-    };
-    kill_marked(shared, false, &others);
-    shared.bump();
+    send_shutdown(shared, reason, deadline_ms);
 
     if graceful {
         let grace_end = (t0 + cfg.runtime_shutdown_grace).min(deadline);
@@ -1140,6 +1205,51 @@ pub async fn shut_down_environment(shared: &Arc<Shared>, reason: &str) -> Shutdo
         }
     }
 
+    finish_shutdown(shared, reason, deadline, deadline_ms, t0).await
+}
+
+/// SHUTDOWN to the extensions registered for it; the others are stopped. Returns the names of
+/// those that got the event.
+pub(crate) fn send_shutdown(shared: &Shared, reason: &str, deadline_ms: u64) -> Vec<String> {
+    let (sent, others) = {
+        let mut st = shared.lock();
+        let (mut sent, mut others) = (Vec::new(), Vec::new());
+        if let Some(env) = st.env.as_mut() {
+            let event = json!({"eventType": "SHUTDOWN", "shutdownReason": reason, "deadlineMs": deadline_ms});
+            for e in env.extensions.iter_mut() {
+                if !e.external || e.exited() {
+                    continue;
+                }
+                if e.registered() && e.wants("SHUTDOWN") {
+                    e.received_shutdown = true;
+                    let _ = e.mailbox.tx.send(event.clone());
+                    sent.push(e.name.clone());
+                } else {
+                    others.push(e.name.clone());
+                }
+            }
+        }
+        (sent, others)
+    };
+    kill_marked(shared, false, &others);
+    shared.bump();
+    sent
+}
+
+/// Wait for every extension to exit (SIGKILL at `deadline`), then discard the environment
+/// and report.
+pub(crate) async fn finish_shutdown(
+    shared: &Shared,
+    reason: &str,
+    deadline: Instant,
+    deadline_ms: u64,
+    t0: Instant,
+) -> ShutdownReport {
+    let runtime_gone = |st: &mut crate::state::State| {
+        st.env
+            .as_ref()
+            .and_then(|e| e.runtime.as_ref().is_none_or(|r| !r.alive()).then_some(()))
+    };
     // Wait for every extension to exit; SIGKILL at the deadline.
     let all_exited = |st: &mut crate::state::State| {
         st.env.as_ref().and_then(|e| {

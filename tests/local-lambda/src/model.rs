@@ -214,3 +214,28 @@ pub struct TelemetryDelivery {
     pub status: Option<u16>,
     pub events: Vec<Value>,
 }
+
+/// An invoke the environment refused without running it (Lambda Managed Instances: no runtime
+/// worker waits in `invocation/next`, or the environment is not ready). No platform event is
+/// emitted for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rejection {
+    /// The status the RIE answers the invoke with (400).
+    pub http_status: u16,
+    /// Its `Error-Type` header, e.g. `Runtime.Unavailable`.
+    pub error_type: String,
+    /// Its body, e.g. `{"errorType":"Runtime.Unavailable"}`.
+    pub body: String,
+}
+
+impl Rejection {
+    /// JSON for the control API: `{"status": "rejected", "httpStatus", "errorType", "body"}`.
+    pub fn to_json(&self) -> Value {
+        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
+        if let Value::Object(m) = &mut v {
+            m.insert("status".into(), Value::String("rejected".into()));
+        }
+        v
+    }
+}

@@ -1,15 +1,17 @@
 //! The sandbox's shared state: one execution environment (processes, registrations, the
 //! current invocation), guarded by one mutex, with a version counter that wakes waiters.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use serde_json::Value;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::Config;
 use crate::ids::InvocationTrace;
+use crate::managed::ManagedInstances;
 use crate::telemetry::TelemetryHub;
 use crate::timeline::Timeline;
 
@@ -113,6 +115,8 @@ pub struct RuntimeEvent {
     pub client_context: Option<String>,
     pub cognito_identity: Option<String>,
     pub payload: Vec<u8>,
+    /// `Lambda-Runtime-Invocation-Id` (Lambda Managed Instances only).
+    pub invocation_id: Option<String>,
 }
 
 /// The runtime's answer to one invocation.
@@ -144,6 +148,30 @@ pub struct Current {
     pub runtime_done_at: Option<Instant>,
     /// Names of the extensions that got this INVOKE, with the time of their next `event/next`.
     pub ext_next: Vec<(String, Option<Instant>)>,
+    /// Lambda Managed Instances: the `invocation/next` call (worker slot) that got this event.
+    pub worker: Option<u64>,
+    /// Lambda Managed Instances: when the runtime's answer arrived (its request head) and when
+    /// its body was complete (the RIE's "get response" and "sent response" times).
+    pub response_head_at: Option<Instant>,
+    pub response_done_at: Option<Instant>,
+    /// Lambda Managed Instances: why the environment cut this invocation short.
+    pub aborted: Option<Abort>,
+}
+
+/// Why a Lambda Managed Instances environment ended an invocation before it was answered
+/// (the environment shuts down, or a process of it crashed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Abort {
+    pub status: crate::model::InvokeStatus,
+    pub error_type: String,
+    pub message: String,
+}
+
+/// A runtime `invocation/next` call waiting for an event (Lambda Managed Instances).
+#[derive(Debug)]
+pub struct Worker {
+    pub id: u64,
+    pub tx: oneshot::Sender<RuntimeEvent>,
 }
 
 /// Phase of the environment.
@@ -170,6 +198,18 @@ pub struct Env {
     pub registration_closed: bool,
     pub current: Option<Current>,
     pub frozen: bool,
+    /// Lambda Managed Instances: outstanding runtime `invocation/next` calls, oldest first.
+    pub idle_workers: VecDeque<Worker>,
+    pub next_worker_id: u64,
+    /// Lambda Managed Instances: invocations in flight.
+    pub inflight: Vec<Current>,
+    /// Lambda Managed Instances: request ids that timed out (a late answer gets 410), newest last.
+    pub timed_out: VecDeque<String>,
+    /// Lambda Managed Instances: an extension's refused registration `(name, message, when)`,
+    /// which fails the init once that extension exits or [`crate::managed::REFUSAL_GRACE`] passed.
+    pub refused_registration: Option<(String, String, Instant)>,
+    /// Lambda Managed Instances: what the next shutdown tells in-flight invocations.
+    pub abort_cause: Option<Abort>,
 }
 
 impl Env {
@@ -187,7 +227,20 @@ impl Env {
             registration_closed: false,
             current: None,
             frozen: false,
+            idle_workers: VecDeque::new(),
+            next_worker_id: 0,
+            inflight: Vec::new(),
+            timed_out: VecDeque::new(),
+            refused_registration: None,
+            abort_cause: None,
         }
+    }
+
+    /// The in-flight invocation `request_id` (Lambda Managed Instances).
+    pub fn inflight_mut(&mut self, request_id: &str) -> Option<&mut Current> {
+        self.inflight
+            .iter_mut()
+            .find(|c| c.request_id == request_id)
     }
 
     pub fn ext_by_id(&mut self, id: &str) -> Option<&mut Ext> {
@@ -223,6 +276,8 @@ pub struct State {
 
 pub struct Shared {
     pub cfg: Config,
+    /// Lambda Managed Instances mode (from the function's environment), or on-demand.
+    pub managed: Option<ManagedInstances>,
     pub started: Instant,
     pub api_addr: std::net::SocketAddr,
     pub log_dir: PathBuf,
@@ -251,6 +306,7 @@ impl Shared {
     ) -> Self {
         let (version, _) = watch::channel(0);
         Self {
+            managed: cfg.managed_instances(),
             cfg,
             started,
             api_addr,

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::TelemetryKnobs;
 use crate::model::TelemetryDelivery;
@@ -213,6 +213,8 @@ fn parse_http_uri(uri: &str) -> Result<(String, u16, String), String> {
 enum Cmd {
     Event(Value),
     Flush,
+    /// Deliver what is buffered, then answer.
+    FlushAck(oneshot::Sender<()>),
 }
 
 struct Subscriber {
@@ -319,6 +321,26 @@ impl TelemetryHub {
         }
     }
 
+    /// Ask every subscriber's buffer to deliver now and wait (at most `limit`) until each has
+    /// (Lambda Managed Instances flush the Telemetry API before SHUTDOWN).
+    pub async fn flush_wait(&self, limit: Duration) {
+        let acks: Vec<oneshot::Receiver<()>> = self
+            .lock()
+            .subscribers
+            .iter()
+            .filter_map(|s| {
+                let (tx, rx) = oneshot::channel();
+                s.tx.send(Cmd::FlushAck(tx)).is_ok().then_some(rx)
+            })
+            .collect();
+        let _ = tokio::time::timeout(limit, async {
+            for rx in acks {
+                let _ = rx.await;
+            }
+        })
+        .await;
+    }
+
     /// Stop new deliveries and wait (at most `limit`) for those in flight to finish.
     pub async fn freeze(&self, limit: Duration) {
         self.frozen.send_modify(|g| g.frozen = true);
@@ -388,6 +410,7 @@ impl Delivery {
         let mut batch: Vec<Value> = Vec::new();
         let mut bytes = 0u64;
         let mut first_at: Option<Instant> = None;
+        let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
         loop {
             let flush_at = first_at.map(|t| t + Duration::from_millis(self.buffering.timeout_ms));
             let due = async {
@@ -405,6 +428,10 @@ impl Delivery {
                         return;
                     }
                     Some(Cmd::Flush) => true,
+                    Some(Cmd::FlushAck(tx)) => {
+                        acks.push(tx);
+                        true
+                    }
                     Some(Cmd::Event(ev)) => {
                         bytes += ev.to_string().len() as u64;
                         batch.push(ev);
@@ -420,12 +447,16 @@ impl Delivery {
                     match rx.try_recv() {
                         Ok(Cmd::Event(ev)) => batch.push(ev),
                         Ok(Cmd::Flush) => {}
+                        Ok(Cmd::FlushAck(tx)) => acks.push(tx),
                         Err(_) => break,
                     }
                 }
                 self.deliver(std::mem::take(&mut batch)).await;
                 bytes = 0;
                 first_at = None;
+            }
+            for tx in acks.drain(..) {
+                let _ = tx.send(());
             }
         }
     }

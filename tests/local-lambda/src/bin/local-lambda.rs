@@ -15,7 +15,7 @@ use tokio::sync::{Notify, watch};
 
 const USAGE: &str = "usage: local-lambda [--layer DIR] [--runtime-cmd 'CMD ARGS'] [--env K=V]... \
 [--extension-env K=V]... [--function-name NAME] [--handler H] [--timeout-ms N] [--init-timeout-ms N] \
-[--memory-mb N] [--region R] [--account-id ID] [--active-tracing] [--freeze] [--control-port N] \
+[--memory-mb N] [--region R] [--account-id ID] [--active-tracing] [--freeze] [--managed-instances N] [--control-port N] \
 [--api-port N] [--log-dir DIR] [--echo] [--inherit-env] [--lazy-init] [--telemetry-delay-ms N] \
 [--telemetry-twice] [--telemetry-never] [--telemetry-attempts N] [-- RUNTIME ARGS...]";
 
@@ -51,6 +51,21 @@ fn parse(args: Vec<String>) -> anyhow::Result<(Config, u16)> {
             "--account-id" => cfg.account_id = val("--account-id")?,
             "--active-tracing" => cfg.active_tracing = true,
             "--freeze" => cfg.freeze = true,
+            // Lambda Managed Instances, selected as Lambda does: through the function's environment.
+            "--managed-instances" => {
+                let n: u32 = val("--managed-instances")?.parse()?;
+                if n == 0 {
+                    bail!("--managed-instances needs a concurrency of at least 1");
+                }
+                cfg.env.push((
+                    local_lambda::managed::INITIALIZATION_TYPE_VAR.to_owned(),
+                    local_lambda::managed::INITIALIZATION_TYPE.to_owned(),
+                ));
+                cfg.env.push((
+                    local_lambda::managed::MAX_CONCURRENCY_VAR.to_owned(),
+                    n.to_string(),
+                ));
+            }
             "--control-port" => control_port = val("--control-port")?.parse()?,
             "--api-port" => {
                 let port: u16 = val("--api-port")?.parse()?;
@@ -122,6 +137,7 @@ async fn main() -> anyhow::Result<()> {
         "runtimeApi": lambda.runtime_api().to_string(),
         "logDir": lambda.log_dir().display().to_string(),
         "init": init,
+        "maxConcurrency": lambda.managed_instances().map(|m| m.max_concurrency),
     });
     {
         let mut out = std::io::stdout().lock();

@@ -85,6 +85,28 @@ impl Layer {
         }
     }
 
+    /// A Lambda Managed Instances config (selected through the function's environment, as
+    /// Lambda does) running the multi-worker test runtime against this layer.
+    pub fn lmi_config(&self, max_concurrency: u32) -> Config {
+        let mut cfg = self.config();
+        cfg.runtime_cmd = vec![
+            python().to_owned(),
+            fixtures()
+                .join("runtime_lmi.py")
+                .to_string_lossy()
+                .into_owned(),
+        ];
+        cfg.env.push((
+            "AWS_LAMBDA_INITIALIZATION_TYPE".into(),
+            "lambda-managed-instances".into(),
+        ));
+        cfg.env.push((
+            "AWS_LAMBDA_MAX_CONCURRENCY".into(),
+            max_concurrency.to_string(),
+        ));
+        cfg
+    }
+
     /// JSON lines an extension (or the runtime: "runtime") wrote.
     pub fn records(&self, name: &str) -> Vec<Value> {
         read_jsonl(&self.out().join(format!("{name}.jsonl")))
