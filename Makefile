@@ -47,12 +47,14 @@ lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-bench: setup local-layer ## Benchmarks: criterion (decode + translate), then the extension on the local Lambda
+bench: setup local-layer ## Benchmarks: criterion (decode + translate), then the extension on the local Lambda (on-demand and Managed Instances)
 	$(CARGO) bench -p otel-xray-extension --bench translate
 	OTEL_XRAY_LAYER=$(abspath $(LOCAL_LAYER)) OTEL_XRAY_BIN_DIR=$(abspath $(RELEASE)) \
 		$(PY) tests/bench/lambda_bench.py
 	OTEL_XRAY_LAYER=$(abspath $(LOCAL_LAYER)) OTEL_XRAY_BIN_DIR=$(abspath $(RELEASE)) \
 		$(PY) tests/bench/propagation_bench.py
+	OTEL_XRAY_LAYER=$(abspath $(LOCAL_LAYER)) OTEL_XRAY_BIN_DIR=$(abspath $(RELEASE)) \
+		$(PY) tests/bench/lmi_bench.py
 
 layer: ## Build the layer zips, x86_64 and arm64, with cargo lambda (target/layer-zips/otel-xray-<arch>.zip)
 	@bash layer-build/build.sh

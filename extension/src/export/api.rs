@@ -8,8 +8,8 @@
 //!   backoff, at most [`MAX_ATTEMPTS`] attempts, never past the deadline; then
 //!   [`DropReason::ExportFailed`].
 //! - Other 4xx (bad credentials, bad request): [`DropReason::ExportRejected`], no retry.
-//! - The deadline: a call is started only while the slowest call of this flush so far would
-//!   still end by it, so that a call the endpoint accepts is not cut off and miscounted;
+//! - The deadline: a call is started only while the slowest call of this flush so far, and half
+//!   again, would still end by it, so that a call the endpoint accepts is not cut off and miscounted;
 //!   [`DropReason::ExportTimeout`] for what was not sent, or still in flight at the deadline.
 
 use std::collections::HashMap;
@@ -158,7 +158,8 @@ impl ApiExporter {
             report.merge(part);
             slowest = slowest.max(took);
             for call in pending.by_ref() {
-                if Instant::now() + slowest <= deadline {
+                // Half again the slowest so far: a loaded machine answers later than it did.
+                if Instant::now() + slowest + slowest / 2 <= deadline {
                     in_flight.push(self.send_one(call, &credentials, deadline));
                     break;
                 }
