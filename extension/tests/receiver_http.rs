@@ -428,6 +428,61 @@ async fn content_length_over_the_cap_is_refused_before_the_body() {
     assert_still_serving(&h, "after-413").await;
 }
 
+/// A client that sends its whole oversized body before reading (what SDKs do) reads the 413:
+/// the receiver throws the body away rather than resetting the connection under it.
+#[tokio::test]
+async fn a_client_that_sends_all_of_an_oversized_body_reads_its_413() {
+    let h = Harness::start(MB, 1000);
+    for chunked in [false, true] {
+        let s = TcpStream::connect(h.http).await.unwrap();
+        let (mut rd, mut wr) = s.into_split();
+        let head: &[u8] = if chunked {
+            b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n\
+              Transfer-Encoding: chunked\r\n\r\n"
+        } else {
+            b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n\
+              Content-Length: 5242880\r\n\r\n"
+        };
+        let writer = tokio::spawn(async move {
+            wr.write_all(head).await?;
+            let chunk = vec![0u8; 64 * 1024];
+            for _ in 0..80 {
+                if chunked {
+                    wr.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                        .await?;
+                    wr.write_all(&chunk).await?;
+                    wr.write_all(b"\r\n").await?;
+                } else {
+                    wr.write_all(&chunk).await?;
+                }
+            }
+            if chunked {
+                wr.write_all(b"0\r\n\r\n").await?;
+            }
+            wr.flush().await?;
+            Ok::<_, std::io::Error>(wr)
+        });
+        let mut response = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut response))
+            .await
+            .unwrap()
+            .unwrap();
+        let sent = writer.await.unwrap();
+        assert!(
+            sent.is_ok(),
+            "chunked={chunked}: the write failed: {:?}",
+            sent.err()
+        );
+        let text = String::from_utf8_lossy(&response);
+        assert!(
+            text.starts_with("HTTP/1.1 413"),
+            "chunked={chunked}: {text}"
+        );
+    }
+    assert_eq!(rejected(&h, RejectReason::TooLarge), 2);
+    assert_still_serving(&h, "after-drained-413").await;
+}
+
 #[tokio::test]
 async fn full_buffer_answers_partial_success_in_both_formats() {
     let h = Harness::start(4 * MB, 5);

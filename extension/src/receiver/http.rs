@@ -30,7 +30,7 @@ use hyper::body::Incoming;
 use tracing::{debug, warn};
 
 use super::decode::{self, Compression, DecodeError, Format};
-use super::{BodyError, Shared, partial_success_message, read_capped};
+use super::{BodyError, Shared, drain_in_background, partial_success_message, read_capped};
 use crate::stats::RejectReason;
 
 /// The only OTLP path served.
@@ -116,25 +116,28 @@ pub(crate) async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        // Refused before reading: the body stays unread, so the connection cannot be reused.
+        // Refused before reading. The connection is not reused, but the body is read and thrown
+        // away meanwhile, so the client gets to read the 413 rather than a reset.
         let mut response = refuse(shared, Some(format), &DecodeError::TooLarge { limit });
         if parts.version <= Version::HTTP_11 {
             response
                 .headers_mut()
                 .insert(CONNECTION, HeaderValue::from_static("close"));
         }
+        drain_in_background(body);
         return response;
     }
     let hint = declared.and_then(|n| usize::try_from(n).ok());
     let raw = match read_capped(body, limit, hint).await {
         Ok(raw) => raw,
-        Err(BodyError::TooLarge) => {
+        Err(BodyError::TooLarge(rest)) => {
             let mut response = refuse(shared, Some(format), &DecodeError::TooLarge { limit });
             if parts.version <= Version::HTTP_11 {
                 response
                     .headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));
             }
+            drain_in_background(rest);
             return response;
         }
         Err(BodyError::Transport(error)) => {

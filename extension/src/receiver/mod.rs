@@ -260,10 +260,37 @@ async fn route(req: Request<Incoming>, shared: &Shared) -> Response<ResponseBody
 /// Why a body could not be read whole.
 #[derive(Debug)]
 pub(crate) enum BodyError {
-    /// More than the cap arrived; reading stopped there.
-    TooLarge,
+    /// More than the cap arrived; reading stopped there. The rest of the body, for
+    /// [`drain_in_background`].
+    TooLarge(Incoming),
     /// The client went away or broke the protocol.
     Transport(hyper::Error),
+}
+
+/// At most this much of a refused body is read and thrown away so that its client reads the
+/// refusal (closing a socket with unread data resets it, and the client sees a broken pipe).
+const DRAIN_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// And for at most this long.
+const DRAIN_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads what is left of a refused request's body in a task of its own and throws it away,
+/// bounded in bytes and time, so that the connection closes after the client has sent its body
+/// and reads the answer, instead of being reset under it.
+pub(crate) fn drain_in_background(mut body: Incoming) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(DRAIN_MAX_TIME, async {
+            let mut seen = 0usize;
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Some(data) = frame.data_ref() {
+                    seen = seen.saturating_add(data.len());
+                    if seen > DRAIN_MAX_BYTES {
+                        break;
+                    }
+                }
+            }
+        })
+        .await;
+    });
 }
 
 /// Reads a request body into memory, stopping as soon as it passes `cap` bytes. `hint` (the
@@ -276,8 +303,10 @@ pub(crate) async fn read_capped(
     let mut out = Vec::with_capacity(hint.unwrap_or(0).min(cap));
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(BodyError::Transport)?;
-        if let Ok(data) = frame.into_data() {
-            decode::extend_capped(&mut out, &data, cap).map_err(|_| BodyError::TooLarge)?;
+        if let Ok(data) = frame.into_data()
+            && decode::extend_capped(&mut out, &data, cap).is_err()
+        {
+            return Err(BodyError::TooLarge(body));
         }
     }
     // The body may be buffered until the next flush: give back what doubling left over (a
