@@ -30,14 +30,14 @@ demo: setup local-layer ## Run the layer on a local Lambda with a sample Rust fu
 	$(PY) tests/e2e/demo.py --layer $(LOCAL_LAYER) --bin-dir $(RELEASE)
 
 test: setup local-layer ## Run every test: unit, golden, property, integration, end-to-end (builds the layer zips)
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --features otel-xray-extension/fault-injection
 	@$(MAKE) --no-print-directory layer
 	OTEL_XRAY_LAYER=$(abspath $(LOCAL_LAYER)) OTEL_XRAY_BIN_DIR=$(abspath $(RELEASE)) \
 		OTEL_XRAY_LAYER_ZIPS=$(abspath $(LAYER_ZIPS)) OTEL_XRAY_REQUIRE_LAYER=1 \
 		$(PY) -m pytest tests/e2e -q -p no:cacheprovider
 
 test-rust: ## Only the cargo tests
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --features otel-xray-extension/fault-injection
 
 test-e2e: local-layer ## Only the end-to-end tests (needs `make setup` once)
 	OTEL_XRAY_LAYER=$(abspath $(LOCAL_LAYER)) OTEL_XRAY_BIN_DIR=$(abspath $(RELEASE)) \

@@ -11,7 +11,7 @@
 #
 # Both binaries are built with `cargo lambda build --release --extension` with zig as the linker
 # and C compiler (mimalloc and ring are C), for `<arch>-unknown-linux-musl`: statically linked,
-# not position-independent (.cargo/config.toml), without unwind tables (drop_unwind_tables.py),
+# not position-independent (.cargo/config.toml), the wrapper without unwind tables (drop_unwind_tables.py),
 # no dynamic loader and no shared library, so one
 # binary runs on every Lambda OS (Amazon Linux 2 and 2023) and starts faster in less memory than
 # the glibc build (docs/performance.md, "Start-up"). The release profile is the workspace's own
@@ -107,8 +107,10 @@ for arch in "${arches[@]}"; do
   rm -rf "$stage" && mkdir -p "$stage/extensions"
   install -m 755 "$bin_dir/otel-xray" "$stage/extensions/otel-xray"
   install -m 755 "$bin_dir/otel-xray-wrapper" "$stage/otel-xray-wrapper"
-  # panic = "abort", stripped: nothing unwinds, so the DWARF unwind tables go (~280 KB).
-  python3 "$here/drop_unwind_tables.py" "$stage/extensions/otel-xray" "$stage/otel-xray-wrapper"
+  # The extension unwinds (its panics are contained: extension/src/contain.rs) and keeps its
+  # unwind tables. The wrapper has nothing to contain (a panic there aborts, and the runtime is
+  # exec'd by then or the function starts without it): its tables go.
+  python3 "$here/drop_unwind_tables.py" "$stage/otel-xray-wrapper"
   zip_path="$out/otel-xray-$arch.zip"
   rm -f "$zip_path"
   # -X: no extra attributes (reproducible); zip keeps the Unix modes, which Lambda restores.

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Removes the DWARF unwind tables (.eh_frame, .eh_frame_hdr) from a static layer binary.
 
-Why: the binaries are built with panic = "abort" and stripped, so nothing unwinds and a backtrace
-would have no symbols to show anyway; the tables are ~280 KB of the x86_64 extension
-(docs/performance.md, "Release profile"). What still walks the stack — std's backtrace capture
+Why: the wrapper never needs to unwind (a panic there aborts, which is what it did before the
+extension's panics were contained) and is stripped, so a backtrace would have no symbols to show
+anyway; the tables are ~33 KB of it. The extension keeps its tables: it unwinds to contain bugs
+(extension/src/contain.rs). What still walks the stack — std's backtrace capture
 under RUST_BACKTRACE — finds no unwind information and stops at the first frame instead.
 
 How:

@@ -108,6 +108,20 @@ impl SpanBatch {
         self.requests.append(&mut other.requests);
     }
 
+    /// Takes out the requests whose encoded bytes contain any of `needles`, in order.
+    pub fn take_containing(&mut self, needles: &[&[u8]]) -> SpanBatch {
+        let (taken, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.requests)
+            .into_iter()
+            .partition(|r| {
+                needles
+                    .iter()
+                    .any(|n| !n.is_empty() && memchr::memmem::find(&r.bytes, n).is_some())
+            });
+        self.requests = kept;
+        self.spans = self.requests.iter().map(|r| r.spans).sum();
+        SpanBatch::from_requests(taken)
+    }
+
     /// True when there is nothing to export.
     pub fn is_empty(&self) -> bool {
         self.spans == 0
@@ -189,6 +203,7 @@ enum Command {
     Push(SpanBatch, oneshot::Sender<PushOutcome>),
     Drain(oneshot::Sender<SpanBatch>),
     Len(oneshot::Sender<usize>),
+    Requeue(SpanBatch),
 }
 
 /// A cheap, cloneable handle to the buffer task.
@@ -205,6 +220,7 @@ impl std::fmt::Debug for Command {
             Command::Push(..) => "Push",
             Command::Drain(..) => "Drain",
             Command::Len(..) => "Len",
+            Command::Requeue(..) => "Requeue",
         })
     }
 }
@@ -234,6 +250,18 @@ impl BufferHandle {
             .await
             .map_err(|_| BufferClosed)?;
         rx.await.map_err(|_| BufferClosed)
+    }
+
+    /// Puts drained spans back, ahead of what came since (they are older), without counting
+    /// them again: a flush that holds some back for a later one.
+    pub async fn requeue(&self, batch: SpanBatch) -> Result<(), BufferClosed> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.tx
+            .send(Command::Requeue(batch))
+            .await
+            .map_err(|_| BufferClosed)
     }
 
     /// Spans buffered now.
@@ -377,6 +405,12 @@ impl BufferOwner {
             Command::Len(reply) => {
                 let _ = reply.send(self.batch.spans);
             }
+            Command::Requeue(mut batch) => {
+                batch.append(std::mem::take(&mut self.batch));
+                self.batch = batch;
+                self.prepared_up_to = 0;
+                self.prepared_spans = 0;
+            }
         }
     }
 
@@ -394,9 +428,11 @@ impl BufferOwner {
                 self.prepared_up_to = usize::MAX;
                 return;
             }
-            let translation =
-                crate::export::translate_requests(std::slice::from_ref(request), options);
-            request.prepared = Some(Box::new(translation));
+            // A bug here leaves the request untranslated: the flush tries again, contains the
+            // bug once more and counts the request.
+            request.prepared =
+                crate::export::translate_contained(std::slice::from_ref(request), options)
+                    .map(Box::new);
         }
         self.prepared_spans += request.spans;
         self.prepared_up_to += 1;

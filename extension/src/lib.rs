@@ -16,6 +16,7 @@
 
 pub mod buffer;
 pub mod config;
+pub mod contain;
 pub mod export;
 pub mod flush;
 pub mod lambda;

@@ -1109,7 +1109,13 @@ impl Lifecycle {
                 {
                     platform.claim(request_id, context);
                 }
-                platform.on_event(event, now, &mut spans);
+                if crate::contain::contain("building platform spans", || {
+                    platform.on_event(event, now, &mut spans);
+                })
+                .is_none()
+                {
+                    debug!("platform event skipped after a contained bug");
+                }
             }
         }
         if spans.is_empty() {
@@ -1190,6 +1196,30 @@ impl Lifecycle {
         let Ok(mut batch) = self.buffer.drain().await else {
             return 0;
         };
+        if self.managed_instances
+            && reason != FlushReason::Shutdown
+            && self.merge_invocation_spans
+            && let Some(shared) = &self.invocation_spans
+        {
+            // Managed Instances flush while invocations run: the function's own FaaS span of a
+            // request whose proxy span is still open would be sent before the proxy span it
+            // must replace. Requests naming an open request id wait for a flush after its end.
+            let open = lock(shared).open_request_ids();
+            let needles: Vec<&[u8]> = open.iter().map(|id| id.as_bytes()).collect();
+            let held = batch.take_containing(&needles);
+            let held_spans = held.spans;
+            if held_spans > 0 {
+                debug!(
+                    held = held_spans,
+                    "spans of running invocations held for a later flush"
+                );
+                if let Err(e) = self.buffer.requeue(held).await {
+                    warn!(error = %e, spans = held_spans, "held spans could not be requeued");
+                    self.stats
+                        .add_dropped(DropReason::Shutdown, held_spans as u64);
+                }
+            }
+        }
         if self.merge_invocation_spans && self.invocation_spans.is_some() {
             // The function's own FaaS span took the proxy span's place: the proxy span's content
             // goes out (or is dropped) inside it, so the proxy span leaves the accounting rather

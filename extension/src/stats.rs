@@ -24,11 +24,14 @@ pub enum DropReason {
     TooLarge,
     /// Still buffered when the SHUTDOWN deadline came.
     Shutdown,
+    /// A bug of the extension while translating them was contained (contain.rs): that chunk
+    /// is lost, nothing else.
+    Internal,
 }
 
 impl DropReason {
     /// Every reason, in a stable order.
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::BufferFull,
         DropReason::InvalidSpan,
         DropReason::ExportRejected,
@@ -36,6 +39,7 @@ impl DropReason {
         DropReason::ExportTimeout,
         DropReason::TooLarge,
         DropReason::Shutdown,
+        DropReason::Internal,
     ];
 
     /// The snake_case name used in logs and metrics.
@@ -48,6 +52,7 @@ impl DropReason {
             DropReason::ExportTimeout => "export_timeout",
             DropReason::TooLarge => "too_large",
             DropReason::Shutdown => "shutdown",
+            DropReason::Internal => "internal_error",
         }
     }
 
@@ -71,14 +76,17 @@ pub enum RejectReason {
     UnsupportedMediaType,
     /// Body or decompressed body over the cap (413 / RESOURCE_EXHAUSTED).
     TooLarge,
+    /// A bug of the extension while decoding it was contained (500 / INTERNAL).
+    Internal,
 }
 
 impl RejectReason {
     /// Every reason, in a stable order.
-    pub const ALL: [RejectReason; 3] = [
+    pub const ALL: [RejectReason; 4] = [
         RejectReason::Malformed,
         RejectReason::UnsupportedMediaType,
         RejectReason::TooLarge,
+        RejectReason::Internal,
     ];
 
     /// The snake_case name used in logs and metrics.
@@ -87,6 +95,7 @@ impl RejectReason {
             RejectReason::Malformed => "malformed",
             RejectReason::UnsupportedMediaType => "unsupported_media_type",
             RejectReason::TooLarge => "too_large",
+            RejectReason::Internal => "internal_error",
         }
     }
 }

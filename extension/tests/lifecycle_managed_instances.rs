@@ -342,3 +342,91 @@ async fn spans_left_at_shutdown_are_flushed_within_its_deadline() {
     check_accounting(&summary);
     assert_eq!(documents(&udp, 4, SECOND).await.len(), 4);
 }
+
+/// The function's own FaaS SERVER span for a request, as an SDK exports it before its handler
+/// returns: under the proxy's span, `faas.invocation_id` = the request id.
+fn function_server_span(trace_header: &str, request_id: &str) -> otel_xray::buffer::SpanBatch {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    let hex = |s: &str| -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    let root = header_part(trace_header, "Root").replace('-', "");
+    let trace_id = hex(&root[1..]);
+    let parent = hex(header_part(trace_header, "Parent"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    otel_xray::buffer::SpanBatch::new(vec![ResourceSpans {
+        scope_spans: vec![ScopeSpans {
+            spans: vec![Span {
+                trace_id,
+                span_id: vec![9, 8, 7, 6, 5, 4, 3, 2],
+                parent_span_id: parent,
+                name: "handler".into(),
+                kind: 2,
+                start_time_unix_nano: now - 1_000_000,
+                end_time_unix_nano: now,
+                attributes: vec![KeyValue {
+                    key: "faas.invocation_id".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(request_id.into())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }])
+}
+
+#[tokio::test]
+async fn the_functions_own_span_replaces_the_proxys_across_background_flushes() {
+    let mut fake = FakeLambda::start(StatusCode::OK).await;
+    fake.refuse_invoke_registration();
+    let (config, udp) = lmi_config(fake.addr).await;
+    let (options, ready_rx, _) = options();
+    fake.queue_invocation(Invocation {
+        request_id: "req-m".into(),
+        trace_header: Some(
+            "Root=1-66432ccf-5e8a4b7c9d0e1f2a3b4c5d6e;Parent=7a8b9c0d1e2f3a4b;Sampled=1".into(),
+        ),
+        tenant_id: None,
+        deadline_in: 30 * SECOND,
+        event: serde_json::json!({}),
+    });
+    let script = async {
+        let ready = ready_rx.await.unwrap();
+        let proxy = ready.proxy_addr.unwrap();
+        let next = fake.next_call(5 * SECOND).await;
+        let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        let seen = get_next(&client, proxy).await;
+        // The SDK exports the handler's span, then the handler goes on for several background
+        // flush periods (50 ms) before it answers.
+        ready
+            .buffer
+            .push(function_server_span(&seen.trace_header, "req-m"))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            post_response(&client, proxy, "req-m").await,
+            StatusCode::ACCEPTED
+        );
+        let docs = documents(&udp, 2, 2 * SECOND).await;
+        // One invocation span: the function's, in the proxy's place (its parent the caller's).
+        assert_eq!(docs.len(), 1, "{docs:?}");
+        assert_eq!(docs[0]["id"], "0908070605040302", "{}", docs[0]);
+        assert_eq!(docs[0]["parent_id"], "7a8b9c0d1e2f3a4b", "{}", docs[0]);
+        next.shutdown("spindown", 2 * SECOND);
+    };
+    let (summary, ()) = tokio::join!(run(config, options), script);
+    assert_eq!(summary.exit, Exit::Clean);
+    check_accounting(&summary);
+}

@@ -357,7 +357,24 @@ impl Exporter {
                         break;
                     }
                     if !chunk.is_empty() {
-                        ready.append(translate_requests(&chunk, &self.translate));
+                        match translate_contained(&chunk, &self.translate) {
+                            Some(translation) => ready.append(translation),
+                            // A bug: one request at a time, so that it costs only the
+                            // request(s) it is in.
+                            None => {
+                                for request in &chunk {
+                                    match translate_contained(
+                                        std::slice::from_ref(request),
+                                        &self.translate,
+                                    ) {
+                                        Some(translation) => ready.append(translation),
+                                        None => {
+                                            report.add_dropped(DropReason::Internal, request.spans)
+                                        }
+                                    }
+                                }
+                            }
+                        }
                         drop(chunk);
                     }
                     report.merge(self.send_translation(&ready, deadline).await);
@@ -425,6 +442,20 @@ pub fn translate_requests(chunk: &[EncodedRequest], options: &TranslateOptions) 
         chunk.iter().map(|r| (r.bytes.as_ref(), r.spans)),
         options,
     )
+}
+
+/// [`translate_requests`] with a bug contained: `None` when it panicked (the chunk is then
+/// counted [`DropReason::Internal`] by the caller).
+pub fn translate_contained(
+    chunk: &[EncodedRequest],
+    options: &TranslateOptions,
+) -> Option<Translation> {
+    crate::contain::contain("translating spans to X-Ray documents", || {
+        for r in chunk {
+            crate::contain::inject("translate", &r.bytes);
+        }
+        translate_requests(chunk, options)
+    })
 }
 
 /// Spans (in whole OTLP requests) translated and sent at a time by the X-Ray exporters: bounds

@@ -353,6 +353,11 @@ impl<I: IdSource> InvocationSpans<I> {
         self.open.len()
     }
 
+    /// The request ids of the open spans.
+    pub fn open_request_ids(&self) -> Vec<String> {
+        self.open.iter().map(|o| o.request_id.clone()).collect()
+    }
+
     /// Ends every open span as a fault with `reason` (SHUTDOWN, a crashed runtime).
     pub fn fail_open(&mut self, reason: &str, now_unix_nano: u64) -> Vec<Span> {
         let ids: Vec<String> = self.open.iter().map(|o| o.request_id.clone()).collect();

@@ -303,22 +303,29 @@ impl Proxy {
                 tenant_id: header_str(&parts.headers, TENANT_ID_HEADER),
                 event: &event,
             };
-            let (started, failed) = lock(spans).start(&next, unix_nanos_now());
-            self.push(failed).await;
-            if let Some(value) = started
-                .runtime_trace_header
-                .and_then(|v| HeaderValue::from_str(&v).ok())
-            {
-                parts
-                    .headers
-                    .insert(HeaderName::from_static(TRACE_HEADER), value);
+            // A bug while reading the event costs this request its span; the runtime gets the
+            // event and Lambda's header as they came.
+            let started = crate::contain::contain("reading an invocation's event", || {
+                crate::contain::inject("proxy", &event);
+                lock(spans).start(&next, unix_nanos_now())
+            });
+            if let Some((started, failed)) = started {
+                self.push(failed).await;
+                if let Some(value) = started
+                    .runtime_trace_header
+                    .and_then(|v| HeaderValue::from_str(&v).ok())
+                {
+                    parts
+                        .headers
+                        .insert(HeaderName::from_static(TRACE_HEADER), value);
+                }
+                debug!(
+                    request_id = %request_id,
+                    sampled = started.sampled,
+                    parent_source = started.parent_source,
+                    "invocation started"
+                );
             }
-            debug!(
-                request_id = %request_id,
-                sampled = started.sampled,
-                parent_source = started.parent_source,
-                "invocation started"
-            );
         }
         parts.headers.remove(TRANSFER_ENCODING);
         parts.headers.remove(CONTENT_LENGTH);

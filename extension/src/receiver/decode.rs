@@ -131,6 +131,9 @@ pub enum DecodeError {
     /// Not an OTLP/JSON `ExportTraceServiceRequest`.
     #[error("cannot decode the OTLP/JSON ExportTraceServiceRequest: {0}")]
     BadJson(String),
+    /// A bug of the extension while decoding it was contained (contain.rs).
+    #[error("internal error of otel-xray while decoding the request; it was dropped and counted")]
+    Internal,
 }
 
 impl DecodeError {
@@ -146,8 +149,24 @@ impl DecodeError {
             DecodeError::BadCompression { .. }
             | DecodeError::BadProtobuf(_)
             | DecodeError::BadJson(_) => RejectReason::Malformed,
+            DecodeError::Internal => RejectReason::Internal,
         }
     }
+}
+
+/// [`decompress`] then [`decode_batch`], with a bug in either contained: it costs this request
+/// ([`DecodeError::Internal`]) and nothing else.
+pub fn decode_contained(
+    raw: Bytes,
+    compression: Compression,
+    limit: usize,
+    format: Format,
+) -> Result<SpanBatch, DecodeError> {
+    crate::contain::contain("decoding an OTLP request", || {
+        crate::contain::inject("receiver", &raw);
+        decompress(raw, compression, limit).and_then(|body| decode_batch(body, format))
+    })
+    .unwrap_or(Err(DecodeError::Internal))
 }
 
 /// The output would pass the cap.

@@ -48,6 +48,8 @@ pub enum Code {
     ResourceExhausted = 8,
     /// 12: unknown method or message encoding.
     Unimplemented = 12,
+    /// 13: a contained bug of the extension.
+    Internal = 13,
     /// 14: shutting down. Retryable.
     Unavailable = 14,
 }
@@ -65,6 +67,7 @@ impl Code {
             DecodeError::BadCompression { .. }
             | DecodeError::BadProtobuf(_)
             | DecodeError::BadJson(_) => Code::InvalidArgument,
+            DecodeError::Internal => Code::Internal,
         }
     }
 }
@@ -180,18 +183,18 @@ async fn export(req: Request<Incoming>, shared: &Shared) -> Result<Response<Grpc
     };
     let limit = shared.max_request_bytes;
     let (compressed, message) = read_message(body, limit).await?;
-    let message = if compressed {
-        if compression == Compression::Identity {
-            return Err(Refusal::malformed(
-                "message marked compressed but no grpc-encoding was sent".to_owned(),
-            ));
-        }
-        decode::decompress(message, compression, limit).map_err(|e| Refusal::from_decode(&e))?
+    if compressed && compression == Compression::Identity {
+        return Err(Refusal::malformed(
+            "message marked compressed but no grpc-encoding was sent".to_owned(),
+        ));
+    }
+    let compression = if compressed {
+        compression
     } else {
-        message
+        Compression::Identity
     };
-    let batch =
-        decode::decode_batch(message, Format::Protobuf).map_err(|e| Refusal::from_decode(&e))?;
+    let batch = decode::decode_contained(message, compression, limit, Format::Protobuf)
+        .map_err(|e| Refusal::from_decode(&e))?;
 
     let spans = batch.spans;
     if batch.is_empty() {

@@ -150,9 +150,7 @@ pub(crate) async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<
             );
         }
     };
-    let batch = match decode::decompress(raw, compression, limit)
-        .and_then(|body| decode::decode_batch(body, format))
-    {
+    let batch = match decode::decode_contained(raw, compression, limit, format) {
         Ok(batch) => batch,
         Err(e) => return refuse(shared, Some(format), &e),
     };
@@ -242,6 +240,7 @@ pub fn status_for(error: &DecodeError) -> StatusCode {
         RejectReason::Malformed => StatusCode::BAD_REQUEST,
         RejectReason::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         RejectReason::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        RejectReason::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
