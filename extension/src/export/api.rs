@@ -59,6 +59,9 @@ pub struct ApiExporter {
     http: Arc<HttpClient>,
     credentials: CredentialsCache,
     causes: Causes,
+    /// The slowest call of the last send that completed one: the first calls of the next send
+    /// (the next chunk of the same flush, or the next flush) are admitted by it too.
+    slowest: std::sync::Mutex<Duration>,
 }
 
 #[derive(Serialize)]
@@ -109,6 +112,7 @@ impl ApiExporter {
             http,
             credentials,
             causes: Causes::default(),
+            slowest: std::sync::Mutex::new(Duration::ZERO),
         })
     }
 
@@ -150,25 +154,48 @@ impl ApiExporter {
         // its budget (200 calls of 50 documents at 50 ms each take 10 s one by one).
         let mut pending = calls(documents).into_iter();
         let mut in_flight = futures_util::stream::FuturesUnordered::new();
-        for call in pending.by_ref().take(CONCURRENT_CALLS) {
-            in_flight.push(self.send_one(call, &credentials, deadline));
-        }
+        let before = *self
+            .slowest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Half again the slowest seen: a loaded machine answers later than it did.
+        let fits = |slowest: Duration| Instant::now() + slowest + slowest / 2 <= deadline;
         let mut slowest = Duration::ZERO;
-        while let Some((part, took)) = in_flight.next().await {
-            report.merge(part);
-            slowest = slowest.max(took);
-            for call in pending.by_ref() {
-                // Half again the slowest so far: a loaded machine answers later than it did.
-                if Instant::now() + slowest + slowest / 2 <= deadline {
-                    in_flight.push(self.send_one(call, &credentials, deadline));
-                    break;
-                }
+        while in_flight.len() < CONCURRENT_CALLS {
+            let Some(call) = pending.next() else {
+                break;
+            };
+            // The first call always goes (while the deadline has not passed): it measures the
+            // upstream anew, so a slow spell once cannot stop every later export.
+            if in_flight.is_empty() || fits(before) {
+                in_flight.push(self.send_one(call, &credentials, deadline));
+            } else {
                 // It would not be answered in time: not sent, so surely not delivered.
                 report.add_dropped(
                     DropReason::ExportTimeout,
                     call.iter().map(|d| d.spans).sum(),
                 );
             }
+        }
+        while let Some((part, took)) = in_flight.next().await {
+            report.merge(part);
+            slowest = slowest.max(took);
+            for call in pending.by_ref() {
+                if fits(slowest) {
+                    in_flight.push(self.send_one(call, &credentials, deadline));
+                    break;
+                }
+                report.add_dropped(
+                    DropReason::ExportTimeout,
+                    call.iter().map(|d| d.spans).sum(),
+                );
+            }
+        }
+        if slowest > Duration::ZERO {
+            *self
+                .slowest
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = slowest;
         }
         report
     }
