@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the test tiers need, idempotently: rustup targets/components, the Python
-# venv (real OpenTelemetry SDK, awslambdaric, moto), the Node.js SDK. Safe to run again.
+# venv (real OpenTelemetry SDK, awslambdaric, moto), the Node.js SDK, AWS's Runtime Interface
+# Emulator (Go). Safe to run again.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
@@ -59,6 +60,9 @@ if command -v npm >/dev/null 2>&1; then
     echo "$example_hash" > "$node_example/node_modules/.lock-hash"
   fi
 fi
+# AWS's Runtime Interface Emulator (tests/e2e/test_managed_instances.py, test_rie_propagation.py),
+# built once from the Go module proxy into tests/.bin; the script returns at once when it is there.
+bash "$here/tools/build-rie.sh"
 # The arm64 layer test runs the arm64 extension (static, musl: no loader or sysroot needed) under
 # qemu-user.
 if ! command -v qemu-aarch64 >/dev/null 2>&1 && ! command -v qemu-aarch64-static >/dev/null 2>&1; then
