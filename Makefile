@@ -46,6 +46,7 @@ test-e2e: local-layer ## Only the end-to-end tests (needs `make setup` once)
 lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --features otel-xray-extension/fault-injection -- -D warnings
 
 bench: setup local-layer ## Benchmarks: criterion (decode + translate), then the extension on the local Lambda (on-demand and Managed Instances)
 	$(CARGO) bench -p otel-xray-extension --bench translate
