@@ -575,6 +575,54 @@ async fn a_platform_that_refuses_the_newest_telemetry_schema_gets_the_older_one(
 }
 
 #[tokio::test]
+async fn snapstart_restore_calls_pass_through_the_proxy_unchanged() {
+    let mut fake = FakeLambda::start(StatusCode::OK).await;
+    let (config, _udp) = daemon_config(fake.addr, &[]).await;
+    let (options, ready_rx, _) = options();
+    let script = async {
+        let ready = ready_rx.await.unwrap();
+        let proxy = ready.proxy_addr.unwrap();
+        let next = fake.next_call(5 * SECOND).await;
+        let get = lifecycle_support::request(
+            http::Method::GET,
+            &format!("http://{proxy}/2018-06-01/runtime/restore/next"),
+            "",
+        )
+        .await;
+        assert_eq!(get, StatusCode::OK);
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(hyper_util::client::legacy::connect::HttpConnector::new());
+        let req = http::Request::post(format!("http://{proxy}/2018-06-01/runtime/restore/error"))
+            .header(
+                "lambda-runtime-function-error-type",
+                "Runtime.AfterRestoreError",
+            )
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                br#"{"errorMessage":"hook failed","errorType":"Runtime.AfterRestoreError"}"#,
+            )))
+            .unwrap();
+        assert_eq!(
+            client.request(req).await.unwrap().status(),
+            StatusCode::ACCEPTED
+        );
+        let restore_error = &fake.requests_to("/2018-06-01/runtime/restore/error")[0];
+        assert_eq!(
+            restore_error.header("lambda-runtime-function-error-type"),
+            Some("Runtime.AfterRestoreError")
+        );
+        assert_eq!(restore_error.json()["errorMessage"], "hook failed");
+        assert_eq!(
+            fake.requests_to("/2018-06-01/runtime/restore/next").len(),
+            1
+        );
+        next.shutdown("spindown", 2 * SECOND);
+    };
+    let (summary, ()) = tokio::join!(run(config, options), script);
+    assert_eq!(summary.exit, Exit::Clean);
+}
+
+#[tokio::test]
 async fn event_next_failing_for_good_reports_exit_error() {
     let mut fake = FakeLambda::start(StatusCode::OK).await;
     let (config, _udp) = daemon_config(fake.addr, &[]).await;

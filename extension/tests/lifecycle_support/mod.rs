@@ -306,6 +306,10 @@ async fn handle(
             }
             waiting.await;
         },
+        // SnapStart: after the restore the runtime asks for its restore event, or reports the
+        // failure of its after-restore hooks.
+        (Method::GET, "/2018-06-01/runtime/restore/next") => reply(200, ""),
+        (Method::POST, "/2018-06-01/runtime/restore/error") => reply(202, r#"{"status":"OK"}"#),
         (Method::POST, path)
             if path.starts_with("/2018-06-01/runtime/invocation/")
                 && (path.ends_with("/response") || path.ends_with("/error")) =>
