@@ -47,6 +47,8 @@ pub const MAX_ATTEMPTS: u32 = 3;
 const BACKOFF_BASE: Duration = Duration::from_millis(25);
 /// PutTraceSegments calls in flight at once during one flush.
 const CONCURRENT_CALLS: usize = 8;
+/// How long the slowest call of a send admits the calls of later sends without a new probe.
+const SLOWEST_FRESH_FOR: Duration = Duration::from_secs(30);
 
 /// Responses are small JSON documents; anything bigger is not X-Ray.
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
@@ -59,9 +61,9 @@ pub struct ApiExporter {
     http: Arc<HttpClient>,
     credentials: CredentialsCache,
     causes: Causes,
-    /// The slowest call of the last send that completed one: the first calls of the next send
-    /// (the next chunk of the same flush, or the next flush) are admitted by it too.
-    slowest: std::sync::Mutex<Duration>,
+    /// The slowest call of the last send that completed one, and when: the first calls of the
+    /// next send (the next chunk of the same flush, or the next flush) are admitted by it too.
+    slowest: std::sync::Mutex<(Duration, Option<Instant>)>,
 }
 
 #[derive(Serialize)]
@@ -112,7 +114,7 @@ impl ApiExporter {
             http,
             credentials,
             causes: Causes::default(),
-            slowest: std::sync::Mutex::new(Duration::ZERO),
+            slowest: std::sync::Mutex::new((Duration::ZERO, None)),
         })
     }
 
@@ -154,10 +156,13 @@ impl ApiExporter {
         // its budget (200 calls of 50 documents at 50 ms each take 10 s one by one).
         let mut pending = calls(documents).into_iter();
         let mut in_flight = futures_util::stream::FuturesUnordered::new();
-        let before = *self
+        let (before, measured) = *self
             .slowest
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A measurement this old may no longer hold: one call goes anyway and measures anew, so
+        // that a slow spell once cannot stop every later export.
+        let stale = measured.is_none_or(|at| at.elapsed() > SLOWEST_FRESH_FOR);
         // Half again the slowest seen: a loaded machine answers later than it did.
         let fits = |slowest: Duration| Instant::now() + slowest + slowest / 2 <= deadline;
         let mut slowest = Duration::ZERO;
@@ -165,9 +170,7 @@ impl ApiExporter {
             let Some(call) = pending.next() else {
                 break;
             };
-            // The first call always goes (while the deadline has not passed): it measures the
-            // upstream anew, so a slow spell once cannot stop every later export.
-            if in_flight.is_empty() || fits(before) {
+            if (stale && in_flight.is_empty()) || fits(before) {
                 in_flight.push(self.send_one(call, &credentials, deadline));
             } else {
                 // It would not be answered in time: not sent, so surely not delivered.
@@ -195,7 +198,8 @@ impl ApiExporter {
             *self
                 .slowest
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = slowest;
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                (slowest, Some(Instant::now()));
         }
         report
     }
