@@ -25,12 +25,13 @@ import os
 import shutil
 import threading
 import uuid
+import warnings
 
 import pytest
 
 from checks import (NODE_DIR, PY_FUNCTION, one_connected_tree, python_env, python_runtime, shutdown_summary,
                     xray_id)
-from rie import SHUTDOWN_BUDGET_S, Rie, unavailable_reason
+from rie import DISPATCH_LINE, SHUTDOWN_BUDGET_S, Rie, unavailable_reason
 from test_propagation import NODE_FUNCTION, NODE_RIC, api_gateway_event, header_fields
 from xray import model
 from xray.daemon import DaemonListener
@@ -201,9 +202,11 @@ CASES = [(rt, n, "keep") for rt in ("python", "node") for n in (1, 4, 16)] + \
 
 @pytest.mark.parametrize("runtime,n,mode", CASES, ids=["%s-%d-%s" % c for c in CASES])
 def test_concurrent_invocations_keep_their_own_traces(tmp_path, runtime, n, mode):
-    daemon = DaemonListener()
-    rie = start(tmp_path, runtime, n, mode, daemon)
-    try:
+    for attempt in (1, 2):
+        daemon = DaemonListener()
+        base = tmp_path / ("attempt-%d" % attempt)
+        base.mkdir()
+        rie = start(base, runtime, n, mode, daemon)
         # Init is eager on LMI; an init failure (an INVOKE registration, say) ends the RIE with 1.
         assert rie.alive(), "the RIE exited during init (rc %s):\n%s" % (rie.proc.poll(), rie.log()[-4000:])
         idle = rie.wait_idle_workers(n, timeout=60)
@@ -211,6 +214,17 @@ def test_concurrent_invocations_keep_their_own_traces(tmp_path, runtime, n, mode
         # Held invocations overlap for sure; unheld ones let `merge` find both spans in one flush.
         requests = [Request(n, i, HOLD_S if mode == "keep" else 0) for i in range(n)]
         burst(rie, requests)
+        # Twice in about 40 runs the emulator took a burst and dispatched none of it (no
+        # "Sending Invoke to Runtime" in its log, every invoke timed out at the client): an
+        # emulator stall, not the layer (which never saw an invocation). One fresh environment
+        # more; a second stall fails below with the log.
+        stalled = all(r.status is None for r in requests) and DISPATCH_LINE not in rie.log()
+        if not (stalled and attempt == 1):
+            break
+        warnings.warn("the RIE dispatched none of a burst of %d; trying a fresh environment" % n)
+        rie.close()
+        daemon.close()
+    try:
         # A 400 Runtime.Unavailable would mean that a worker was not polling after all.
         bad = [(r.i, r.request_id, r.status, r.headers, r.seen) for r in requests if r.status != 200]
         assert not bad, "%s\n%s" % (bad, rie.log()[-6000:])
