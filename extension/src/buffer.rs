@@ -1,10 +1,13 @@
 //! The span buffer: one task owns the spans; receivers and the flusher talk to it through a
 //! bounded channel with `oneshot` replies ([`BufferHandle`]).
 //!
-//! It is bounded in spans. A push that does not fit is cut at the capacity: the spans that fit
-//! are kept, the rest are refused (the receiver answers OTLP `partial_success`) and counted as
-//! dropped with [`DropReason::BufferFull`]. Every span pushed is counted as received here, so
-//! `received == exported + dropped + buffered` holds at all times.
+//! It is bounded in spans and in bytes ([`BufferLimits`]). A push over the span cap is cut at
+//! the capacity: the spans that fit are kept, the rest are refused (the receiver answers OTLP
+//! `partial_success`) and counted as dropped with [`DropReason::BufferFull`]. The byte cap counts
+//! what the buffer holds: the encoded requests and the JSON of the documents translated ahead
+//! beside them ([`EncodedRequest::held_bytes`]); a push over it keeps its first whole requests
+//! that fit and refuses the rest, counted the same way. Every span pushed is counted as received
+//! here, so `received == exported + dropped + buffered` holds at all times.
 //!
 //! With the X-Ray exporters the buffer also translates ahead ([`spawn_preparing`]): once no request
 //! has come for a moment, it turns one buffered request at a time into its X-Ray documents
@@ -43,10 +46,54 @@ pub struct EncodedRequest {
 }
 
 impl EncodedRequest {
+    /// The memory this request holds, as the byte cap counts it: its encoding and the JSON text
+    /// of its translated documents.
+    pub fn held_bytes(&self) -> usize {
+        self.bytes.len() + self.prepared.as_deref().map_or(0, translation_bytes)
+    }
+
     /// Decodes the request (the rare paths: partial acceptance, proxy-span merge, an OTLP
     /// request over the size limits).
     pub fn decode(&self) -> Result<Vec<ResourceSpans>, prost::DecodeError> {
         ExportTraceServiceRequest::decode(self.bytes.as_ref()).map(|r| r.resource_spans)
+    }
+}
+
+/// The JSON text of a translation's documents, in bytes.
+fn translation_bytes(translation: &Translation) -> usize {
+    translation.documents.iter().map(|d| d.json.len()).sum()
+}
+
+/// The buffer's bounds, and the receivers' budget for request bodies being read (which lives
+/// with them so that one value from the configuration sizes both; docs/architecture.md,
+/// "Buffer").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferLimits {
+    /// Most spans held.
+    pub spans: usize,
+    /// Most bytes held ([`EncodedRequest::held_bytes`] summed).
+    pub bytes: usize,
+    /// Most bytes of request bodies being read at once, across every connection of both
+    /// receivers (`receiver::BodyBudget`).
+    pub in_flight_bytes: usize,
+}
+
+impl BufferLimits {
+    /// `spans` spans, and the byte bounds the configuration derives for the smallest function
+    /// (128 MB, `config::defaults`).
+    pub fn spans(spans: usize) -> Self {
+        let mb = crate::config::defaults::FUNCTION_MEMORY_MB;
+        BufferLimits {
+            spans,
+            bytes: crate::config::defaults::buffer_max_bytes(mb),
+            in_flight_bytes: crate::config::defaults::max_in_flight_bytes(mb),
+        }
+    }
+}
+
+impl From<usize> for BufferLimits {
+    fn from(spans: usize) -> Self {
+        BufferLimits::spans(spans)
     }
 }
 
@@ -75,6 +122,11 @@ pub struct SpanBatch {
     pub requests: Vec<EncodedRequest>,
     /// Spans in `requests`.
     pub spans: usize,
+}
+
+/// Bytes the requests hold ([`EncodedRequest::held_bytes`]).
+fn held_bytes(requests: &[EncodedRequest]) -> usize {
+    requests.iter().map(EncodedRequest::held_bytes).sum()
 }
 
 impl SpanBatch {
@@ -160,6 +212,24 @@ impl SpanBatch {
         *self = SpanBatch::from_requests(kept);
         before - self.spans
     }
+
+    /// Keeps the first whole requests that hold at most `room` bytes together, and removes the
+    /// first one that does not fit and everything after it. Returns the spans removed.
+    fn truncate_bytes(&mut self, room: usize) -> usize {
+        let before = self.spans;
+        let mut left = room;
+        let mut kept = Vec::new();
+        for request in std::mem::take(&mut self.requests) {
+            let size = request.held_bytes();
+            if size > left {
+                break;
+            }
+            left -= size;
+            kept.push(request);
+        }
+        *self = SpanBatch::from_requests(kept);
+        before - self.spans
+    }
 }
 
 pub use otel_xray_core::count_spans;
@@ -203,6 +273,7 @@ enum Command {
     Push(SpanBatch, oneshot::Sender<PushOutcome>),
     Drain(oneshot::Sender<SpanBatch>),
     Len(oneshot::Sender<usize>),
+    Bytes(oneshot::Sender<usize>),
     Requeue(SpanBatch),
 }
 
@@ -212,6 +283,7 @@ pub struct BufferHandle {
     tx: mpsc::Sender<Command>,
     stats: Arc<Stats>,
     pressure: Arc<Notify>,
+    limits: BufferLimits,
 }
 
 impl std::fmt::Debug for Command {
@@ -220,6 +292,7 @@ impl std::fmt::Debug for Command {
             Command::Push(..) => "Push",
             Command::Drain(..) => "Drain",
             Command::Len(..) => "Len",
+            Command::Bytes(..) => "Bytes",
             Command::Requeue(..) => "Requeue",
         })
     }
@@ -284,15 +357,32 @@ impl BufferHandle {
         &self.stats
     }
 
-    /// Notified whenever the buffer passes half its capacity: time for an early flush.
+    /// Notified whenever the buffer passes half its capacity, in spans or in bytes: time for an
+    /// early flush.
     pub fn pressure(&self) -> &Arc<Notify> {
         &self.pressure
     }
+
+    /// The bounds the buffer was started with (the receivers size their body budget from them).
+    pub fn limits(&self) -> BufferLimits {
+        self.limits
+    }
+
+    /// Bytes buffered now ([`EncodedRequest::held_bytes`] summed).
+    pub async fn held_bytes(&self) -> Result<usize, BufferClosed> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Bytes(tx))
+            .await
+            .map_err(|_| BufferClosed)?;
+        rx.await.map_err(|_| BufferClosed)
+    }
 }
 
-/// Starts the buffer task on the current runtime.
-pub fn spawn(max_spans: usize, stats: Arc<Stats>) -> (BufferHandle, JoinHandle<()>) {
-    spawn_preparing(max_spans, stats, None)
+/// Starts the buffer task on the current runtime, bounded by `limits` (a span count alone takes
+/// the byte bounds of a 128 MB function).
+pub fn spawn(limits: impl Into<BufferLimits>, stats: Arc<Stats>) -> (BufferHandle, JoinHandle<()>) {
+    spawn_preparing(limits, stats, None)
 }
 
 /// [`spawn`], translating ahead with `prepare` (the X-Ray exporters' options): once no request
@@ -301,15 +391,20 @@ pub fn spawn(max_spans: usize, stats: Arc<Stats>) -> (BufferHandle, JoinHandle<(
 /// request. At most [`PREPARE_AHEAD_SPANS`] spans are held translated; requests after those are
 /// translated by the flush, a chunk at a time, as without translating ahead.
 pub fn spawn_preparing(
-    max_spans: usize,
+    limits: impl Into<BufferLimits>,
     stats: Arc<Stats>,
     prepare: Option<TranslateOptions>,
 ) -> (BufferHandle, JoinHandle<()>) {
+    let mut limits = limits.into();
+    limits.spans = limits.spans.max(1);
+    limits.bytes = limits.bytes.max(1);
     let (tx, rx) = mpsc::channel(256);
     let pressure = Arc::new(Notify::new());
     let owner = BufferOwner {
-        max_spans: max_spans.max(1),
+        max_spans: limits.spans,
+        max_bytes: limits.bytes,
         batch: SpanBatch::default(),
+        bytes: 0,
         stats: Arc::clone(&stats),
         pressure: Arc::clone(&pressure),
         prepare,
@@ -323,6 +418,7 @@ pub fn spawn_preparing(
             tx,
             stats,
             pressure,
+            limits,
         },
         task,
     )
@@ -330,7 +426,10 @@ pub fn spawn_preparing(
 
 struct BufferOwner {
     max_spans: usize,
+    max_bytes: usize,
     batch: SpanBatch,
+    /// Bytes `batch` holds ([`held_bytes`]).
+    bytes: usize,
     stats: Arc<Stats>,
     pressure: Arc<Notify>,
     /// Translate ahead with these options (X-Ray exporters), or not at all.
@@ -395,17 +494,24 @@ impl BufferOwner {
             }
             Command::Drain(reply) => {
                 let taken = std::mem::take(&mut self.batch);
+                self.bytes = 0;
                 self.prepared_up_to = 0;
                 self.prepared_spans = 0;
                 if let Err(taken) = reply.send(taken) {
                     // The flusher went away: keep the spans for the next one.
+                    self.bytes = held_bytes(&taken.requests);
                     self.batch.append(taken);
                 }
             }
             Command::Len(reply) => {
                 let _ = reply.send(self.batch.spans);
             }
+            Command::Bytes(reply) => {
+                let _ = reply.send(self.bytes);
+            }
             Command::Requeue(mut batch) => {
+                // Not refused when over the byte cap: these spans were accepted once already.
+                self.bytes += held_bytes(&batch.requests);
                 batch.append(std::mem::take(&mut self.batch));
                 self.batch = batch;
                 self.prepared_up_to = 0;
@@ -415,7 +521,8 @@ impl BufferOwner {
     }
 
     /// Translates the oldest request not yet translated, on its own, unless that would hold more
-    /// than [`PREPARE_AHEAD_SPANS`] spans translated: then nothing more is, until the next drain.
+    /// than [`PREPARE_AHEAD_SPANS`] spans translated, or its documents would not fit in the byte
+    /// cap (they are then thrown away): then nothing more is, until the next drain.
     fn prepare_next(&mut self) {
         let Some(options) = &self.prepare else {
             return;
@@ -430,9 +537,17 @@ impl BufferOwner {
             }
             // A bug here leaves the request untranslated: the flush tries again, contains the
             // bug once more and counts the request.
-            request.prepared =
-                crate::export::translate_contained(std::slice::from_ref(request), options)
-                    .map(Box::new);
+            let prepared =
+                crate::export::translate_contained(std::slice::from_ref(request), options);
+            if let Some(translation) = prepared {
+                let size = translation_bytes(&translation);
+                if self.bytes + size > self.max_bytes {
+                    self.prepared_up_to = usize::MAX;
+                    return;
+                }
+                self.bytes += size;
+                request.prepared = Some(Box::new(translation));
+            }
         }
         self.prepared_spans += request.spans;
         self.prepared_up_to += 1;
@@ -450,9 +565,19 @@ impl BufferOwner {
         } else {
             0
         };
+        let room = self.max_bytes.saturating_sub(self.bytes);
+        let rejected = if held_bytes(&batch.requests) > room {
+            let removed = batch.truncate_bytes(room);
+            self.stats
+                .add_dropped(DropReason::BufferFull, removed as u64);
+            rejected + removed
+        } else {
+            rejected
+        };
         let accepted = batch.spans;
+        self.bytes += held_bytes(&batch.requests);
         self.batch.append(batch);
-        if self.batch.spans * 2 >= self.max_spans {
+        if self.batch.spans * 2 >= self.max_spans || self.bytes * 2 >= self.max_bytes {
             self.pressure.notify_one();
         }
         PushOutcome { accepted, rejected }
@@ -686,5 +811,92 @@ mod tests {
         let snap = stats.snapshot();
         assert_eq!(snap.dropped(DropReason::Shutdown), 3);
         assert_eq!(snap.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_byte_cap_keeps_whole_requests_and_counts_the_rest() {
+        let stats = Arc::new(Stats::default());
+        let one = batch(&[&[4]]);
+        let size = one.requests[0].held_bytes();
+        let limits = BufferLimits {
+            spans: 1_000,
+            bytes: size * 3 + size / 2,
+            in_flight_bytes: 1 << 20,
+        };
+        let (h, _task) = spawn(limits, Arc::clone(&stats));
+        assert_eq!(h.limits(), limits);
+        let pressure = Arc::clone(h.pressure());
+        h.push(one.clone()).await.unwrap();
+        assert_eq!(h.held_bytes().await.unwrap(), size);
+        // Half the bytes: pressure, though far from half the spans.
+        h.push(one.clone()).await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(1), pressure.notified())
+            .await
+            .unwrap();
+        // Three requests in one push, room for one: the first is kept whole, the others refused.
+        let mut three = one.clone();
+        three.append(one.clone());
+        three.append(one.clone());
+        assert_eq!(
+            h.push(three).await.unwrap(),
+            PushOutcome {
+                accepted: 4,
+                rejected: 8
+            }
+        );
+        assert_eq!(h.held_bytes().await.unwrap(), size * 3);
+        // The span cap and the byte cap together: nothing fits.
+        assert_eq!(h.push(one.clone()).await.unwrap().rejected, 4);
+        let snap = stats.snapshot();
+        assert_eq!(snap.received, 24);
+        assert_eq!(snap.dropped(DropReason::BufferFull), 12);
+        assert_eq!(snap.in_flight(), 12);
+        // A requeue is never refused, and counts its bytes again.
+        let drained = h.drain().await.unwrap();
+        assert_eq!(h.held_bytes().await.unwrap(), 0);
+        h.requeue(drained).await.unwrap();
+        assert_eq!(h.held_bytes().await.unwrap(), size * 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn translated_documents_count_against_the_byte_cap() {
+        let options = TranslateOptions::default();
+        let stats = Arc::new(Stats::default());
+        let request = traced(3);
+        let encoded = request.requests[0].held_bytes();
+        // Room for the encoding and its documents.
+        let (h, _task) = spawn_preparing(
+            BufferLimits {
+                spans: 1_000,
+                bytes: 1 << 20,
+                in_flight_bytes: 1 << 20,
+            },
+            Arc::clone(&stats),
+            Some(options.clone()),
+        );
+        h.push(request.clone()).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let held = h.held_bytes().await.unwrap();
+        let drained = h.drain().await.unwrap();
+        let documents = drained.requests[0].prepared.as_deref().unwrap();
+        let json: usize = documents.documents.iter().map(|d| d.json.len()).sum();
+        assert!(json > 0);
+        assert_eq!(held, encoded + json);
+        assert_eq!(drained.requests[0].held_bytes(), held);
+
+        // No room for the documents: the request stays untranslated, and within the cap.
+        let (h, _task) = spawn_preparing(
+            BufferLimits {
+                spans: 1_000,
+                bytes: encoded + json / 2,
+                in_flight_bytes: 1 << 20,
+            },
+            stats,
+            Some(options),
+        );
+        h.push(request).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert_eq!(h.held_bytes().await.unwrap(), encoded);
+        assert!(h.drain().await.unwrap().requests[0].prepared.is_none());
     }
 }

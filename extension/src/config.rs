@@ -62,6 +62,12 @@ pub const OTEL_XRAY_PROXY_PORT: &str = "OTEL_XRAY_PROXY_PORT";
 pub const OTEL_XRAY_MAX_REQUEST_BYTES: &str = "OTEL_XRAY_MAX_REQUEST_BYTES";
 /// Most spans held in the buffer; beyond it spans are refused and counted.
 pub const OTEL_XRAY_BUFFER_MAX_SPANS: &str = "OTEL_XRAY_BUFFER_MAX_SPANS";
+/// Most bytes held in the buffer (encoded requests and translated documents).
+pub const OTEL_XRAY_BUFFER_MAX_BYTES: &str = "OTEL_XRAY_BUFFER_MAX_BYTES";
+/// Most bytes of request bodies being read at once, across all connections of both receivers.
+pub const OTEL_XRAY_MAX_IN_FLIGHT_BYTES: &str = "OTEL_XRAY_MAX_IN_FLIGHT_BYTES";
+/// Lambda: the function's memory in MB; sizes the byte bounds by default.
+pub const AWS_LAMBDA_FUNCTION_MEMORY_SIZE: &str = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE";
 /// Time budget of one flush, in milliseconds.
 pub const OTEL_XRAY_EXPORT_TIMEOUT_MS: &str = "OTEL_XRAY_EXPORT_TIMEOUT_MS";
 /// Comma-separated attribute keys that become X-Ray annotations.
@@ -166,6 +172,21 @@ pub const ENV_VARS: &[EnvVarDoc] = &[
         name: OTEL_XRAY_BUFFER_MAX_SPANS,
         default: "20000",
         meaning: "most spans buffered between flushes; beyond it spans are refused (OTLP partial success) and counted",
+    },
+    EnvVarDoc {
+        name: OTEL_XRAY_BUFFER_MAX_BYTES,
+        default: "1/8 of the function's memory, 16–256 MiB (16 MiB at 128 MB)",
+        meaning: "most bytes buffered between flushes: the requests' protobuf encodings plus the JSON of the documents translated ahead; a request that does not fit is refused whole (OTLP partial success) and counted `buffer_full`; half of it triggers an early flush",
+    },
+    EnvVarDoc {
+        name: OTEL_XRAY_MAX_IN_FLIGHT_BYTES,
+        default: "1/16 of the function's memory, 8–128 MiB, at least `OTEL_XRAY_MAX_REQUEST_BYTES` (8 MiB at 128 MB)",
+        meaning: "most bytes of request bodies being read at once across all connections of both receivers, counted as they arrive; a request that cannot get its bytes within 1 s gets HTTP 429 with `Retry-After` / gRPC UNAVAILABLE",
+    },
+    EnvVarDoc {
+        name: AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
+        default: "(set by Lambda; 128 when absent)",
+        meaning: "the function's memory in MB, from which the byte bounds above are derived",
     },
     EnvVarDoc {
         name: OTEL_XRAY_EXPORT_TIMEOUT_MS,
@@ -386,8 +407,9 @@ pub struct Config {
     pub proxy_port: u16,
     /// Largest request body, compressed and decompressed.
     pub max_request_bytes: usize,
-    /// Span buffer capacity.
-    pub buffer_max_spans: usize,
+    /// The buffer's bounds in spans and bytes, and the receivers' budget for bodies being read.
+    /// Named for its first member: the lifecycle hands it to `buffer::spawn_preparing` whole.
+    pub buffer_max_spans: crate::buffer::BufferLimits,
     /// Budget of one flush.
     pub export_timeout: Duration,
     /// Attribute keys that become annotations.
@@ -535,6 +557,23 @@ pub mod defaults {
     pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
     /// Buffer capacity in spans.
     pub const BUFFER_MAX_SPANS: usize = 20_000;
+    /// The function's memory assumed when Lambda does not say (its smallest size).
+    pub const FUNCTION_MEMORY_MB: u64 = 128;
+    const MIB: u64 = 1024 * 1024;
+
+    /// The buffer's byte cap for a function of `memory_mb` MB: 1/8 of it, 16 to 256 MiB
+    /// (docs/architecture.md, "Buffer").
+    pub fn buffer_max_bytes(memory_mb: u64) -> usize {
+        let bytes = (memory_mb.saturating_mul(MIB) / 8).clamp(16 * MIB, 256 * MIB);
+        usize::try_from(bytes).unwrap_or(usize::MAX)
+    }
+
+    /// The budget of request bodies being read for a function of `memory_mb` MB: 1/16 of it,
+    /// 8 to 128 MiB (docs/architecture.md, "Receiver").
+    pub fn max_in_flight_bytes(memory_mb: u64) -> usize {
+        let bytes = (memory_mb.saturating_mul(MIB) / 16).clamp(8 * MIB, 128 * MIB);
+        usize::try_from(bytes).unwrap_or(usize::MAX)
+    }
     /// Flush budget.
     pub const EXPORT_TIMEOUT_MS: u64 = 1_000;
     /// Concurrency assumed on Managed Instances when `AWS_LAMBDA_MAX_CONCURRENCY` is not visible
@@ -729,13 +768,41 @@ impl Config {
             1024..=256 * 1024 * 1024,
             &mut warnings,
         ) as usize;
-        let buffer_max_spans = parse_number(
+        let spans = parse_number(
             &get,
             OTEL_XRAY_BUFFER_MAX_SPANS,
             defaults::BUFFER_MAX_SPANS as u64,
             1..=10_000_000,
             &mut warnings,
         ) as usize;
+        let memory_mb = parse_number(
+            &get,
+            AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
+            defaults::FUNCTION_MEMORY_MB,
+            1..=1_048_576,
+            &mut warnings,
+        );
+        let buffer_max_bytes = parse_number(
+            &get,
+            OTEL_XRAY_BUFFER_MAX_BYTES,
+            defaults::buffer_max_bytes(memory_mb) as u64,
+            1024 * 1024..=64 * 1024 * 1024 * 1024,
+            &mut warnings,
+        ) as usize;
+        // A body of the largest size accepted must be able to get its bytes.
+        let max_in_flight_bytes = parse_number(
+            &get,
+            OTEL_XRAY_MAX_IN_FLIGHT_BYTES,
+            defaults::max_in_flight_bytes(memory_mb) as u64,
+            64 * 1024..=64 * 1024 * 1024 * 1024,
+            &mut warnings,
+        )
+        .max(max_request_bytes as u64) as usize;
+        let buffer_max_spans = crate::buffer::BufferLimits {
+            spans,
+            bytes: buffer_max_bytes,
+            in_flight_bytes: max_in_flight_bytes,
+        };
         let export_timeout = Duration::from_millis(parse_number(
             &get,
             OTEL_XRAY_EXPORT_TIMEOUT_MS,
@@ -1305,7 +1372,7 @@ mod tests {
         assert_eq!(c.exporter, ExporterKind::Api);
         assert_eq!(c.http_port, 4318);
         assert_eq!(c.flush, FlushMode::End);
-        assert_eq!(c.buffer_max_spans, 20_000);
+        assert_eq!(c.buffer_max_spans.spans, 20_000);
         assert!(c.platform_spans);
         assert_eq!(c.log_level, "info");
         let vars: Vec<_> = w.iter().map(|w| w.var).collect();
@@ -1456,5 +1523,56 @@ mod tests {
         assert_eq!(url_host("http://u:p@127.0.0.1:80/x"), Some("127.0.0.1"));
         assert_eq!(url_host("http://[::1]:80/x"), Some("::1"));
         assert_eq!(url_host("http:///x"), None);
+    }
+
+    #[test]
+    fn byte_bounds_follow_the_function_memory() {
+        const MIB: usize = 1024 * 1024;
+        // No memory size (not on Lambda): sized as the smallest function.
+        let (c, w) = parse(&[("AWS_REGION", "eu-west-1")]).unwrap();
+        assert!(w.is_empty());
+        assert_eq!(c.buffer_max_spans.bytes, 16 * MIB);
+        assert_eq!(c.buffer_max_spans.in_flight_bytes, 8 * MIB);
+        let (c, _) = parse(&[
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024"),
+        ])
+        .unwrap();
+        assert_eq!(c.buffer_max_spans.bytes, 128 * MIB);
+        assert_eq!(c.buffer_max_spans.in_flight_bytes, 64 * MIB);
+        let (c, _) = parse(&[
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "10240"),
+        ])
+        .unwrap();
+        assert_eq!(c.buffer_max_spans.bytes, 256 * MIB);
+        assert_eq!(c.buffer_max_spans.in_flight_bytes, 128 * MIB);
+        // Explicit values win; the body budget is never below the largest request.
+        let (c, w) = parse(&[
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024"),
+            ("OTEL_XRAY_BUFFER_MAX_BYTES", "2097152"),
+            ("OTEL_XRAY_MAX_IN_FLIGHT_BYTES", "65536"),
+        ])
+        .unwrap();
+        assert!(w.is_empty());
+        assert_eq!(c.buffer_max_spans.bytes, 2 * MIB);
+        assert_eq!(c.buffer_max_spans.in_flight_bytes, 4 * MIB);
+        // Malformed: warned, and the default of the memory size used.
+        let (c, w) = parse(&[
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "lots"),
+            ("OTEL_XRAY_BUFFER_MAX_BYTES", "12"),
+        ])
+        .unwrap();
+        let vars: Vec<_> = w.iter().map(|w| w.var).collect();
+        assert_eq!(
+            vars,
+            [
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+                "OTEL_XRAY_BUFFER_MAX_BYTES"
+            ]
+        );
+        assert_eq!(c.buffer_max_spans.bytes, 16 * MIB);
     }
 }
