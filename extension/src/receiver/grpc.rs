@@ -15,6 +15,8 @@
 //! | unknown `grpc-encoding`                         | UNIMPLEMENTED (12), `grpc-accept-encoding`|
 //! | message (declared or inflated) over the cap     | RESOURCE_EXHAUSTED (8)                   |
 //! | bad framing, compression or protobuf            | INVALID_ARGUMENT (3)                     |
+//! | body budget exhausted                           | UNAVAILABLE (14), retryable              |
+//! | no byte of the message for the stall timeout    | DEADLINE_EXCEEDED (4)                    |
 //! | buffer closed (shutting down)                   | UNAVAILABLE (14)                         |
 //! | not POST                                        | HTTP 405                                 |
 
@@ -28,7 +30,10 @@ use hyper::body::Incoming;
 use tracing::{debug, warn};
 
 use super::decode::{self, Compression, DecodeError, Format};
-use super::{ResponseBody as GrpcBody, Shared, partial_success_message};
+use super::{
+    BodyBuffer, BodyError, ResponseBody as GrpcBody, Shared, Shortfall, next_frame,
+    partial_success_message,
+};
 use crate::stats::RejectReason;
 
 /// The only method served.
@@ -44,13 +49,15 @@ pub enum Code {
     Ok = 0,
     /// 3: bad framing, compression or protobuf. Not retried.
     InvalidArgument = 3,
+    /// 4: the message stopped arriving.
+    DeadlineExceeded = 4,
     /// 8: over the size cap. Not retried (no RetryInfo).
     ResourceExhausted = 8,
     /// 12: unknown method or message encoding.
     Unimplemented = 12,
     /// 13: a contained bug of the extension.
     Internal = 13,
-    /// 14: shutting down. Retryable.
+    /// 14: shutting down, or the body budget is exhausted. Retryable.
     Unavailable = 14,
 }
 
@@ -182,7 +189,8 @@ async fn export(req: Request<Incoming>, shared: &Shared) -> Result<Response<Grpc
         .map_err(|e| Refusal::from_decode(&e))?,
     };
     let limit = shared.max_request_bytes;
-    let (compressed, message) = read_message(body, limit).await?;
+    // `_held` is the message's share of the body budget: given back once the call is answered.
+    let (compressed, message, _held) = read_message(body, shared, limit).await?;
     if compressed && compression == Compression::Identity {
         return Err(Refusal::malformed(
             "message marked compressed but no grpc-encoding was sent".to_owned(),
@@ -237,53 +245,80 @@ async fn export(req: Request<Incoming>, shared: &Shared) -> Result<Response<Grpc
 }
 
 /// Reads the one length-prefixed message of a unary call. The declared length is checked
-/// against `limit` as soon as the 5-byte prefix has arrived; the message buffer is then
-/// allocated once, at its declared size.
-async fn read_message(mut body: Incoming, limit: usize) -> Result<(bool, Bytes), Refusal> {
-    let mut buf: Vec<u8> = Vec::with_capacity(5);
+/// against `limit` as soon as the 5-byte prefix has arrived; the message's buffer then grows as
+/// its bytes arrive (up to the declared length), taking them from the body budget. The permit
+/// returned holds that share: keep it until the call is answered.
+async fn read_message<'a>(
+    mut body: Incoming,
+    shared: &'a Shared,
+    limit: usize,
+) -> Result<(bool, Bytes, Option<tokio::sync::SemaphorePermit<'a>>), Refusal> {
+    let mut buf = BodyBuffer::new(&shared.limits.body_budget, limit.saturating_add(5), Some(5));
     let mut header: Option<(bool, usize)> = None;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|error| Refusal {
-            code: Code::InvalidArgument,
-            message: format!("request stream broken: {error}"),
-            reason: None,
-        })?;
+    loop {
+        let frame = match next_frame(&mut body, shared.limits.stall_timeout).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(BodyError::Stalled) => {
+                return Err(Refusal {
+                    code: Code::DeadlineExceeded,
+                    message: "no byte of the message arrived in time".to_owned(),
+                    reason: None,
+                });
+            }
+            Err(error) => {
+                let message = match error {
+                    BodyError::Transport(error) => format!("request stream broken: {error}"),
+                    _ => "request stream broken".to_owned(),
+                };
+                return Err(Refusal {
+                    code: Code::InvalidArgument,
+                    message,
+                    reason: None,
+                });
+            }
+        };
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        let cap = header.map_or(5, |(_, len)| 5 + len);
-        let take = data.len().min(cap.saturating_sub(buf.len()));
-        buf.extend_from_slice(&data[..take]);
-        if header.is_none() && buf.len() == 5 {
-            let compressed = match buf[0] {
-                0 => false,
-                1 => true,
-                flag => {
-                    return Err(Refusal::malformed(format!(
-                        "invalid compressed flag {flag} in the message prefix"
-                    )));
-                }
-            };
-            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-            if len > limit {
-                return Err(Refusal::from_decode(&DecodeError::TooLarge { limit }));
-            }
-            header = Some((compressed, len));
-            buf.reserve_exact(len);
-            let rest = &data[take..];
-            let more = rest.len().min(len);
-            buf.extend_from_slice(&rest[..more]);
-            if rest.len() > more {
+        let mut data: &[u8] = &data;
+        while !data.is_empty() {
+            let len_now = buf.as_slice().len();
+            let cap = header.map_or(5, |(_, len)| 5 + len);
+            if len_now == cap {
                 return Err(Refusal::malformed(
                     "more than one message in a unary call".to_owned(),
                 ));
             }
-        } else if take < data.len() {
-            return Err(Refusal::malformed(
-                "more than one message in a unary call".to_owned(),
-            ));
+            let take = data.len().min(cap - len_now);
+            buf.extend(&data[..take])
+                .await
+                .map_err(|shortfall| match shortfall {
+                    Shortfall::Busy => busy_refusal(shared),
+                    Shortfall::OverCap => Refusal::from_decode(&DecodeError::TooLarge { limit }),
+                })?;
+            data = &data[take..];
+            if header.is_none() && buf.as_slice().len() == 5 {
+                let prefix = buf.as_slice();
+                let compressed = match prefix[0] {
+                    0 => false,
+                    1 => true,
+                    flag => {
+                        return Err(Refusal::malformed(format!(
+                            "invalid compressed flag {flag} in the message prefix"
+                        )));
+                    }
+                };
+                let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+                if len > limit {
+                    return Err(Refusal::from_decode(&DecodeError::TooLarge { limit }));
+                }
+                header = Some((compressed, len));
+                buf.set_hint(5 + len);
+            }
         }
     }
+    let (buf, held) = buf.finish();
     match header {
         None if buf.is_empty() => Err(Refusal::malformed("the call carries no message".to_owned())),
         None => Err(Refusal::malformed(format!(
@@ -294,7 +329,23 @@ async fn read_message(mut body: Incoming, limit: usize) -> Result<(bool, Bytes),
             "truncated message: {} of {len} bytes",
             buf.len() - 5
         ))),
-        Some((compressed, _)) => Ok((compressed, Bytes::from(buf).slice(5..))),
+        Some((compressed, _)) => Ok((compressed, Bytes::from(buf).slice(5..), held)),
+    }
+}
+
+/// The body budget could not give a message its bytes: retryable, counted as a refused call.
+fn busy_refusal(shared: &Shared) -> Refusal {
+    warn!(
+        receiver = "OTLP/gRPC",
+        budget = shared.limits.body_budget.capacity_bytes(),
+        "request bodies being read use the whole budget; export call refused, retryable"
+    );
+    Refusal {
+        code: Code::Unavailable,
+        message: "otel-xray is reading as many request bodies as its memory budget allows \
+                  (OTEL_XRAY_MAX_IN_FLIGHT_BYTES); retry shortly"
+            .to_owned(),
+        reason: Some(RejectReason::TooLarge),
     }
 }
 

@@ -13,6 +13,8 @@
 //! | unknown Content-Encoding                             | 415                                   |
 //! | Content-Length, body or inflated body over the cap   | 413                                   |
 //! | undecodable body or compression                      | 400                                   |
+//! | body budget exhausted (`OTEL_XRAY_MAX_IN_FLIGHT_BYTES`) | 429, `Retry-After: 1` (retryable)  |
+//! | no body byte for the stall timeout                   | 408, connection closed                |
 //! | buffer closed (shutting down)                        | 503                                   |
 //!
 //! Error bodies are a `google.rpc.Status` in the request's format, as the OTLP spec asks, or
@@ -23,7 +25,9 @@
 //! It touches neither the buffer nor the counters.
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{
+    ALLOW, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
+};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -128,8 +132,9 @@ pub(crate) async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<
         return response;
     }
     let hint = declared.and_then(|n| usize::try_from(n).ok());
-    let raw = match read_capped(body, limit, hint).await {
-        Ok(raw) => raw,
+    // `_held` is the body's share of the budget: given back once the request is answered.
+    let (raw, _held) = match read_capped(body, shared, limit, hint).await {
+        Ok(read) => read,
         Err(BodyError::TooLarge(rest)) => {
             let mut response = refuse(shared, Some(format), &DecodeError::TooLarge { limit });
             if parts.version <= Version::HTTP_11 {
@@ -138,6 +143,50 @@ pub(crate) async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<
                     .insert(CONNECTION, HeaderValue::from_static("close"));
             }
             drain_in_background(rest);
+            return response;
+        }
+        Err(BodyError::Busy(rest)) => {
+            shared
+                .buffer
+                .stats()
+                .add_request_rejected(RejectReason::TooLarge);
+            warn!(
+                receiver = "OTLP/HTTP",
+                budget = shared.limits.body_budget.capacity_bytes(),
+                "request bodies being read use the whole budget; export refused, retryable"
+            );
+            let mut response = error_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(format),
+                "otel-xray is reading as many request bodies as its memory budget allows \
+                 (OTEL_XRAY_MAX_IN_FLIGHT_BYTES); retry shortly",
+            );
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            if parts.version <= Version::HTTP_11 {
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            drain_in_background(rest);
+            return response;
+        }
+        Err(BodyError::Stalled) => {
+            debug!(
+                receiver = "OTLP/HTTP",
+                "request body stalled; connection closed"
+            );
+            let mut response = error_response(
+                StatusCode::REQUEST_TIMEOUT,
+                Some(format),
+                "no byte of the request body arrived in time",
+            );
+            if parts.version <= Version::HTTP_11 {
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
             return response;
         }
         Err(BodyError::Transport(error)) => {
@@ -249,6 +298,8 @@ fn rpc_code_for(status: StatusCode) -> i32 {
     match status {
         StatusCode::BAD_REQUEST => 3,          // INVALID_ARGUMENT
         StatusCode::PAYLOAD_TOO_LARGE => 8,    // RESOURCE_EXHAUSTED
+        StatusCode::TOO_MANY_REQUESTS => 8,    // RESOURCE_EXHAUSTED
+        StatusCode::REQUEST_TIMEOUT => 4,      // DEADLINE_EXCEEDED
         StatusCode::SERVICE_UNAVAILABLE => 14, // UNAVAILABLE
         StatusCode::NOT_FOUND => 5,            // NOT_FOUND
         _ => 12,                               // UNIMPLEMENTED
