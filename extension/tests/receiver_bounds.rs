@@ -481,3 +481,27 @@ async fn an_idle_http2_connection_is_not_timed_out() {
     tokio::time::sleep(STALL * 3).await;
     assert_eq!(export(&mut quiet, &body("late", 1)).await.status, 200);
 }
+
+#[tokio::test]
+async fn a_head_dribbled_a_byte_at_a_time_is_closed_at_its_deadline() {
+    const STALL: Duration = Duration::from_millis(400);
+    let run = start(BufferLimits::spans(20_000), limits(8 * MIB, 64, STALL)).await;
+    let mut s = TcpStream::connect(run.http).await.unwrap();
+    let head = b"POST /v1/traces HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    // One byte every half stall: never quiet for a whole stall, but the head never ends.
+    let mut closed = false;
+    for byte in head.iter().cycle().take(40) {
+        if s.write_all(&[*byte]).await.is_err() {
+            closed = true;
+            break;
+        }
+        if closed_by_server(&mut s, STALL / 2).await {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "the dribbling head was never closed");
+    // Meanwhile, and after, the port serves others.
+    let mut client = TcpStream::connect(run.http).await.unwrap();
+    assert_eq!(export(&mut client, &body("ok", 1)).await.status, 200);
+}

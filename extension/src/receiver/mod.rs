@@ -29,8 +29,9 @@
 //!   gRPC UNAVAILABLE) and counted;
 //! - at most [`MAX_CONNECTIONS`] connections per receiver: a connection past it is accepted and
 //!   closed at once, the others are left alone;
-//! - a request whose head (HTTP/1) or body stops arriving for [`STALL_TIMEOUT`] has its
-//!   connection closed (slow-loris). Between requests there is no timer.
+//! - a request whose head (HTTP/1) or body stops arriving for [`STALL_TIMEOUT`], or whose
+//!   HTTP/1 head is not complete within [`HEAD_DEADLINE_STALLS`] of them, has its connection
+//!   closed (slow-loris). Between requests there is no timer.
 //!
 //! Shutdown: on `cancel` the accept loops stop accepting, ask every connection to shut down
 //! gracefully (idle HTTP/1 connections close at once, HTTP/2 sends GOAWAY), let in-flight requests
@@ -73,6 +74,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 pub const MAX_CONNECTIONS: usize = 64;
 /// A request that has started (its head or its body) and sends no byte for this long is closed.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// An HTTP/1 request head must be complete within this many stall timeouts of its first byte.
+pub const HEAD_DEADLINE_STALLS: u64 = 3;
 /// How long a request may wait for body bytes from the [`BodyBudget`] before it is refused.
 pub const BUDGET_WAIT: Duration = Duration::from_secs(1);
 /// A body's first allocation, made when its first bytes arrive, whatever its Content-Length;
@@ -397,6 +400,8 @@ struct Activity {
     last_read_ms: AtomicU64,
     /// Bytes arrived while no request was being served: a request head is under way (HTTP/1).
     head_started: AtomicBool,
+    /// When the head under way started, in milliseconds since `start`.
+    head_since_ms: AtomicU64,
     /// Requests being served (an HTTP/2 connection can serve several at once).
     in_service: AtomicUsize,
     /// The connection speaks HTTP/2 (its control frames arrive between requests: not watched).
@@ -414,6 +419,7 @@ impl Activity {
             start: tokio::time::Instant::now(),
             last_read_ms: AtomicU64::new(0),
             head_started: AtomicBool::new(false),
+            head_since_ms: AtomicU64::new(0),
             in_service: AtomicUsize::new(0),
             http2: AtomicBool::new(false),
             seen: AtomicUsize::new(0),
@@ -444,7 +450,8 @@ impl Activity {
                 self.seen.store(seen + upto, Ordering::Relaxed);
             }
         }
-        self.last_read_ms.store(self.now_ms(), Ordering::Relaxed);
+        let now = self.now_ms();
+        self.last_read_ms.store(now, Ordering::Relaxed);
         // A new HTTP/1 request starts with its method (upper-case letters; a stray CR LF may
         // precede it). Anything else read between requests is the tail of a body hyper drains
         // after the handler answered without reading it (a 404), not a new head.
@@ -453,29 +460,35 @@ impl Activity {
                 || data[0].is_ascii_uppercase()
                 || data[0] == b'\r'
                 || data[0] == b'\n')
+            && !self.head_started.swap(true, Ordering::Relaxed)
         {
-            self.head_started.store(true, Ordering::Relaxed);
+            self.head_since_ms.store(now, Ordering::Relaxed);
         }
     }
 
-    /// Completes when an HTTP/1 request head has been under way with no byte for `stall`; never
-    /// while the connection is idle between requests, or serving one (the handler bounds a
-    /// stalled body itself), or on HTTP/2.
+    /// Completes when an HTTP/1 request head has been under way with no byte for `stall`, or
+    /// for [`HEAD_DEADLINE_STALLS`] times `stall` in all (a byte now and then does not keep a
+    /// head open for ever); never while the connection is idle between requests, or serving one
+    /// (the handler bounds a stalled body itself), or on HTTP/2.
     async fn stalled(&self, stall: Duration) {
         let stall_ms = u64::try_from(stall.as_millis()).unwrap_or(u64::MAX).max(1);
+        let deadline_ms = stall_ms.saturating_mul(HEAD_DEADLINE_STALLS);
         loop {
             let last = self.last_read_ms.load(Ordering::Relaxed);
+            let since = self.head_since_ms.load(Ordering::Relaxed);
             let watched = self.head_started.load(Ordering::Relaxed)
                 && self.in_service.load(Ordering::Relaxed) == 0
                 && !self.http2.load(Ordering::Relaxed);
             let now = self.now_ms();
-            if watched && now.saturating_sub(last) >= stall_ms {
+            let (quiet, open) = (now.saturating_sub(last), now.saturating_sub(since));
+            if watched && (quiet >= stall_ms || open >= deadline_ms) {
                 return;
             }
-            // Looked at again a stall after the last byte (or a stall from now when idle: a
-            // check every few seconds on an idle connection costs nothing and closes nothing).
+            // Looked at again when the first of the two bounds could be reached (or a stall from
+            // now when idle: a check every few seconds on an idle connection costs nothing and
+            // closes nothing).
             let wait = if watched {
-                stall_ms - now.saturating_sub(last)
+                (stall_ms - quiet).min(deadline_ms - open)
             } else {
                 stall_ms
             };
