@@ -408,8 +408,7 @@ pub struct Config {
     /// Largest request body, compressed and decompressed.
     pub max_request_bytes: usize,
     /// The buffer's bounds in spans and bytes, and the receivers' budget for bodies being read.
-    /// Named for its first member: the lifecycle hands it to `buffer::spawn_preparing` whole.
-    pub buffer_max_spans: crate::buffer::BufferLimits,
+    pub buffer_limits: crate::buffer::BufferLimits,
     /// Budget of one flush.
     pub export_timeout: Duration,
     /// Attribute keys that become annotations.
@@ -798,7 +797,7 @@ impl Config {
             &mut warnings,
         )
         .max(max_request_bytes as u64) as usize;
-        let buffer_max_spans = crate::buffer::BufferLimits {
+        let buffer_limits = crate::buffer::BufferLimits {
             spans,
             bytes: buffer_max_bytes,
             in_flight_bytes: max_in_flight_bytes,
@@ -904,7 +903,7 @@ impl Config {
                 telemetry_port,
                 proxy_port,
                 max_request_bytes,
-                buffer_max_spans,
+                buffer_limits,
                 export_timeout,
                 indexed_attributes,
                 index_all_attributes,
@@ -1372,7 +1371,7 @@ mod tests {
         assert_eq!(c.exporter, ExporterKind::Api);
         assert_eq!(c.http_port, 4318);
         assert_eq!(c.flush, FlushMode::End);
-        assert_eq!(c.buffer_max_spans.spans, 20_000);
+        assert_eq!(c.buffer_limits.spans, 20_000);
         assert!(c.platform_spans);
         assert_eq!(c.log_level, "info");
         let vars: Vec<_> = w.iter().map(|w| w.var).collect();
@@ -1531,22 +1530,22 @@ mod tests {
         // No memory size (not on Lambda): sized as the smallest function.
         let (c, w) = parse(&[("AWS_REGION", "eu-west-1")]).unwrap();
         assert!(w.is_empty());
-        assert_eq!(c.buffer_max_spans.bytes, 16 * MIB);
-        assert_eq!(c.buffer_max_spans.in_flight_bytes, 8 * MIB);
+        assert_eq!(c.buffer_limits.bytes, 16 * MIB);
+        assert_eq!(c.buffer_limits.in_flight_bytes, 8 * MIB);
         let (c, _) = parse(&[
             ("AWS_REGION", "eu-west-1"),
             ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024"),
         ])
         .unwrap();
-        assert_eq!(c.buffer_max_spans.bytes, 128 * MIB);
-        assert_eq!(c.buffer_max_spans.in_flight_bytes, 64 * MIB);
+        assert_eq!(c.buffer_limits.bytes, 128 * MIB);
+        assert_eq!(c.buffer_limits.in_flight_bytes, 64 * MIB);
         let (c, _) = parse(&[
             ("AWS_REGION", "eu-west-1"),
             ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "10240"),
         ])
         .unwrap();
-        assert_eq!(c.buffer_max_spans.bytes, 256 * MIB);
-        assert_eq!(c.buffer_max_spans.in_flight_bytes, 128 * MIB);
+        assert_eq!(c.buffer_limits.bytes, 256 * MIB);
+        assert_eq!(c.buffer_limits.in_flight_bytes, 128 * MIB);
         // Explicit values win; the body budget is never below the largest request.
         let (c, w) = parse(&[
             ("AWS_REGION", "eu-west-1"),
@@ -1556,8 +1555,8 @@ mod tests {
         ])
         .unwrap();
         assert!(w.is_empty());
-        assert_eq!(c.buffer_max_spans.bytes, 2 * MIB);
-        assert_eq!(c.buffer_max_spans.in_flight_bytes, 4 * MIB);
+        assert_eq!(c.buffer_limits.bytes, 2 * MIB);
+        assert_eq!(c.buffer_limits.in_flight_bytes, 4 * MIB);
         // Malformed: warned, and the default of the memory size used.
         let (c, w) = parse(&[
             ("AWS_REGION", "eu-west-1"),
@@ -1573,6 +1572,6 @@ mod tests {
                 "OTEL_XRAY_BUFFER_MAX_BYTES"
             ]
         );
-        assert_eq!(c.buffer_max_spans.bytes, 16 * MIB);
+        assert_eq!(c.buffer_limits.bytes, 16 * MIB);
     }
 }

@@ -481,7 +481,7 @@ pub async fn run(config: Config, options: RunOptions) -> RunSummary {
     let prepare =
         (exporter.kind() != ExporterKind::Otlp).then(|| exporter.translate_options().clone());
     let (buffer, buffer_task) =
-        buffer::spawn_preparing(config.buffer_max_spans, Arc::clone(&stats), prepare);
+        buffer::spawn_preparing(config.buffer_limits, Arc::clone(&stats), prepare);
     let mut servers = JoinSet::new();
     let otlp_http_addr = receivers.http.as_ref().and_then(|l| l.local_addr().ok());
     let otlp_grpc_addr = receivers.grpc.as_ref().and_then(|l| l.local_addr().ok());

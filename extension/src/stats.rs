@@ -78,15 +78,19 @@ pub enum RejectReason {
     TooLarge,
     /// A bug of the extension while decoding it was contained (500 / INTERNAL).
     Internal,
+    /// The request bodies being read already used the memory budget (429 / UNAVAILABLE,
+    /// retryable).
+    Busy,
 }
 
 impl RejectReason {
     /// Every reason, in a stable order.
-    pub const ALL: [RejectReason; 4] = [
+    pub const ALL: [RejectReason; 5] = [
         RejectReason::Malformed,
         RejectReason::UnsupportedMediaType,
         RejectReason::TooLarge,
         RejectReason::Internal,
+        RejectReason::Busy,
     ];
 
     /// The snake_case name used in logs and metrics.
@@ -96,6 +100,7 @@ impl RejectReason {
             RejectReason::UnsupportedMediaType => "unsupported_media_type",
             RejectReason::TooLarge => "too_large",
             RejectReason::Internal => "internal_error",
+            RejectReason::Busy => "busy",
         }
     }
 }

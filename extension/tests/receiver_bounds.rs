@@ -332,7 +332,7 @@ async fn a_body_that_cannot_get_its_bytes_is_refused_as_retryable_and_counted() 
         "{:?}",
         reply.body
     );
-    assert_eq!(rejected(&run.stats, RejectReason::TooLarge), 1);
+    assert_eq!(rejected(&run.stats, RejectReason::Busy), 1);
 
     let mut grpc = Http2::connect(run.grpc).await;
     let mut framed = vec![0u8];
@@ -350,7 +350,7 @@ async fn a_body_that_cannot_get_its_bytes_is_refused_as_retryable_and_counted() 
         .await;
     // UNAVAILABLE: retryable, as the OTLP spec says.
     assert_eq!(reply.headers.get("grpc-status").unwrap(), "14");
-    assert_eq!(rejected(&run.stats, RejectReason::TooLarge), 2);
+    assert_eq!(rejected(&run.stats, RejectReason::Busy), 2);
     // A small request fits and goes through; nothing is left held.
     let mut client = TcpStream::connect(run.http).await.unwrap();
     assert_eq!(export(&mut client, &body("small", 3)).await.status, 200);

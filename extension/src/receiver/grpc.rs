@@ -345,7 +345,7 @@ fn busy_refusal(shared: &Shared) -> Refusal {
         message: "otel-xray is reading as many request bodies as its memory budget allows \
                   (OTEL_XRAY_MAX_IN_FLIGHT_BYTES); retry shortly"
             .to_owned(),
-        reason: Some(RejectReason::TooLarge),
+        reason: Some(RejectReason::Busy),
     }
 }
 

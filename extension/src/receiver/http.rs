@@ -149,7 +149,7 @@ pub(crate) async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<
             shared
                 .buffer
                 .stats()
-                .add_request_rejected(RejectReason::TooLarge);
+                .add_request_rejected(RejectReason::Busy);
             warn!(
                 receiver = "OTLP/HTTP",
                 budget = shared.limits.body_budget.capacity_bytes(),
@@ -290,6 +290,7 @@ pub fn status_for(error: &DecodeError) -> StatusCode {
         RejectReason::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         RejectReason::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         RejectReason::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        RejectReason::Busy => StatusCode::TOO_MANY_REQUESTS,
     }
 }
 
