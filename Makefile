@@ -50,6 +50,7 @@ lint: ## cargo fmt --check and clippy with warnings as errors
 
 bench: setup local-layer ## Benchmarks: criterion (decode + translate), then the extension on the local Lambda (on-demand and Managed Instances)
 	$(CARGO) bench -p otel-xray-extension --bench translate
+	$(CARGO) bench -p otel-xray-extension --bench event_context
 	OTEL_XRAY_LAYER=$(abspath $(LOCAL_LAYER)) OTEL_XRAY_BIN_DIR=$(abspath $(RELEASE)) \
 		$(PY) tests/bench/lambda_bench.py
 	OTEL_XRAY_LAYER=$(abspath $(LOCAL_LAYER)) OTEL_XRAY_BIN_DIR=$(abspath $(RELEASE)) \

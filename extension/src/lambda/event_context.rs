@@ -17,7 +17,11 @@
 //! decided by [`choose_parent`] with a precedence the user sets (`OTEL_XRAY_CONTEXT_PRECEDENCE`,
 //! docs/propagation.md).
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::trace_header::{XRayTraceHeader, parse_hex};
 
@@ -171,46 +175,51 @@ pub struct Parent {
 }
 
 /// Reads the contexts of one invocation. Never panics, whatever the bytes.
+///
+/// Only the members listed in the module's table are decoded; everything else (a `body` of
+/// megabytes included) is skipped without being allocated. An event that is not valid UTF-8 or
+/// not a JSON object yields Lambda's header alone.
 pub fn extract(event: &[u8], lambda_trace_header: Option<&str>) -> Extracted {
     let mut out = Extracted {
         lambda: lambda_trace_header.and_then(xray_context),
         ..Extracted::default()
     };
-    let Ok(Value::Object(event)) = serde_json::from_slice::<Value>(event) else {
+    // serde_json checks the UTF-8 of the strings it decodes, not of those it skips: check the
+    // whole event once. `from_slice`, not `from_str`: the `SliceRead` the rest of the extension
+    // instantiates already (docs/performance.md, "OTLP/JSON decode").
+    if std::str::from_utf8(event).is_err() {
+        return out;
+    }
+    let Ok(event) = serde_json::from_slice::<Event<'_>>(event) else {
         return out;
     };
     out.durable_execution_arn = event
-        .get("DurableExecutionArn")
-        .and_then(Value::as_str)
+        .durable_execution_arn
         .filter(|a| !a.is_empty())
-        .map(str::to_owned);
-    if let Some(records) = event
-        .get("Records")
-        .or_else(|| event.get("records"))
-        .and_then(Value::as_array)
-    {
+        .map(Cow::into_owned);
+    // `Records` when present (an array or not), else `records`.
+    if let Some(records) = event.records.or(event.records_lower).flatten() {
         read_records(records, &mut out);
         return out;
     }
-    if event.contains_key("detail-type") && event.contains_key("source") {
-        out.trigger = if event.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event")
-        {
+    if let (Some(scheduled), true) = (event.detail_type_scheduled, event.has_source) {
+        out.trigger = if scheduled {
             Trigger::Timer
         } else {
             Trigger::PubSub
         };
-        if let Some(Value::Object(detail)) = event.get("detail") {
-            read_carrier(&Carrier::Plain(detail), &mut out);
+        if let Some(detail) = &event.detail {
+            read_carrier(detail, &mut out);
         }
         return out;
     }
-    if event.contains_key("requestContext") || event.contains_key("httpMethod") {
+    if event.has_request_context || event.has_http_method {
         out.trigger = Trigger::Http;
-        if let Some(Value::Object(headers)) = event.get("headers") {
-            read_carrier(&Carrier::Plain(headers), &mut out);
+        if let Some(headers) = &event.headers {
+            read_carrier(headers, &mut out);
         }
-        if let Some(Value::Object(headers)) = event.get("multiValueHeaders") {
-            read_carrier(&Carrier::MultiValue(headers), &mut out);
+        if let Some(headers) = &event.multi_value_headers {
+            read_carrier(headers, &mut out);
         }
     }
     out
@@ -365,112 +374,476 @@ fn truncate_at_char(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// A header map as events carry it.
-enum Carrier<'a> {
-    /// `{"name": "value"}`.
-    Plain(&'a Map<String, Value>),
-    /// `{"name": ["value", …]}`.
-    MultiValue(&'a Map<String, Value>),
-    /// SNS: `{"name": {"Type": "String", "Value": "…"}}`.
-    Sns(&'a Map<String, Value>),
-}
-
-impl Carrier<'_> {
-    fn get(&self, name: &str) -> Option<&str> {
-        let (map, shape) = match self {
-            Carrier::Plain(m) => (m, 0),
-            Carrier::MultiValue(m) => (m, 1),
-            Carrier::Sns(m) => (m, 2),
-        };
-        let value = map
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)?;
-        match shape {
-            0 => value.as_str(),
-            1 => value.as_array()?.first()?.as_str(),
-            _ => value.get("Value")?.as_str(),
-        }
-    }
-}
-
 /// Reads traceparent/tracestate/baggage/X-Amzn-Trace-Id; a value found earlier is kept.
 fn read_carrier(carrier: &Carrier<'_>, out: &mut Extracted) {
     if out.traceparent.is_none()
-        && let Some(mut c) = carrier.get("traceparent").and_then(traceparent_context)
+        && let Some(mut c) = carrier.get(TRACEPARENT).and_then(traceparent_context)
     {
         c.tracestate = carrier
-            .get("tracestate")
+            .get(TRACESTATE)
             .map(|s| truncate_at_char(s.trim(), MAX_TRACESTATE_BYTES).to_owned())
             .filter(|s| !s.is_empty());
         out.traceparent = Some(c);
     }
     if out.xray.is_none() {
-        out.xray = carrier.get("x-amzn-trace-id").and_then(xray_context);
+        out.xray = carrier.get(X_AMZN_TRACE_ID).and_then(xray_context);
     }
     if out.baggage.is_empty()
-        && let Some(b) = carrier.get("baggage")
+        && let Some(b) = carrier.get(BAGGAGE)
     {
         out.baggage = parse_baggage(b);
     }
 }
 
-fn read_records(records: &[Value], out: &mut Extracted) {
-    let source_of = |r: &Value| {
-        r.get("eventSource")
-            .or_else(|| r.get("EventSource"))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
-    let Some(source) = records.first().and_then(source_of) else {
-        return;
-    };
-    match source.as_str() {
-        "aws:sqs" => {
+fn read_records(records: Records<'_>, out: &mut Extracted) {
+    match records.source.as_deref() {
+        Some("aws:sqs") => {
             out.trigger = Trigger::PubSub;
-            out.message_count = records.len();
-            for r in records {
-                if out.links.len() == MAX_LINKS {
-                    break;
-                }
-                let from_attr = r
-                    .get("attributes")
-                    .and_then(|a| a.get("AWSTraceHeader"))
-                    .and_then(Value::as_str)
-                    .and_then(xray_context);
-                let link = from_attr.or_else(|| {
-                    let attrs = r.get("messageAttributes")?.as_object()?;
-                    let (_, v) = attrs
-                        .iter()
-                        .find(|(k, _)| k.eq_ignore_ascii_case("traceparent"))?;
-                    traceparent_context(v.get("stringValue")?.as_str()?)
-                });
-                if let Some(l) = link.filter(|l| l.parent_id.is_some()) {
-                    out.links.push(l);
-                }
+            out.message_count = records.count;
+            out.links = records.links;
+        }
+        Some("aws:sns") => {
+            out.trigger = Trigger::PubSub;
+            if let Some(attrs) = &records.sns {
+                read_carrier(attrs, out);
             }
         }
-        "aws:sns" => {
-            out.trigger = Trigger::PubSub;
-            if let Some(Value::Object(attrs)) = records
-                .first()
-                .and_then(|r| r.get("Sns"))
-                .and_then(|s| s.get("MessageAttributes"))
-            {
-                read_carrier(&Carrier::Sns(attrs), out);
-            }
-        }
-        "aws:s3" | "aws:dynamodb" => out.trigger = Trigger::Datasource,
-        "aws:kinesis" => out.trigger = Trigger::PubSub,
+        Some("aws:s3" | "aws:dynamodb") => out.trigger = Trigger::Datasource,
+        Some("aws:kinesis") => out.trigger = Trigger::PubSub,
         _ => {}
     }
+}
+
+// Typed deserialization of the members above. Each type reads its JSON value as a generic tree
+// would have been read (`Value::get`, `as_str`, `as_object`): a member of another type gives
+// `None`, a repeated key keeps its last value, and a case-insensitive header lookup finds the
+// bytewise-smallest matching name (the tree's `BTreeMap` order). Anything else is `IgnoredAny`.
+
+/// Visitor methods that skip a value of a type the member does not use.
+macro_rules! skip_types {
+    (scalars) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+    };
+    (str) => {
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+    };
+    (seq) => {
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(Default::default())
+        }
+    };
+    (map) => {
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(Default::default())
+        }
+    };
+}
+
+/// A JSON string, borrowed from the event unless it has escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(s.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// `Value::as_str`: the string, or `None` for a value of any other type.
+#[derive(Default)]
+struct MaybeStr<'de>(Option<Cow<'de, str>>);
+
+impl<'de> Deserialize<'de> for MaybeStr<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MaybeStr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<MaybeStr<'de>, E> {
+                Ok(MaybeStr(Some(Cow::Borrowed(s))))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<MaybeStr<'de>, E> {
+                Ok(MaybeStr(Some(Cow::Owned(s.to_owned()))))
+            }
+            skip_types!(scalars);
+            skip_types!(seq);
+            skip_types!(map);
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// How a carrier holds a value under a name.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// `{"name": "value"}`.
+    Plain,
+    /// `{"name": ["value", …]}`: the first element.
+    MultiValue,
+    /// `{"name": {<member>: "value", …}}`: SNS `Value`, SQS `stringValue`.
+    Member(&'static str),
+}
+
+/// One name's value out of a carrier, per [`Shape`].
+struct ShapedValue(Shape);
+
+impl<'de> DeserializeSeed<'de> for ShapedValue {
+    type Value = Option<Cow<'de, str>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        match self.0 {
+            Shape::Plain => Ok(MaybeStr::deserialize(d)?.0),
+            Shape::MultiValue => d.deserialize_any(FirstStr),
+            Shape::Member(name) => d.deserialize_any(MemberStr(name)),
+        }
+    }
+}
+
+/// `value.as_array()?.first()?.as_str()`.
+struct FirstStr;
+
+impl<'de> Visitor<'de> for FirstStr {
+    type Value = Option<Cow<'de, str>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let first = seq.next_element::<MaybeStr<'de>>()?.and_then(|s| s.0);
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(first)
+    }
+    skip_types!(scalars);
+    skip_types!(str);
+    skip_types!(map);
+}
+
+/// `value.get(name)?.as_str()`.
+struct MemberStr(&'static str);
+
+impl<'de> Visitor<'de> for MemberStr {
+    type Value = Option<Cow<'de, str>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            if key.0 == self.0 {
+                found = map.next_value::<MaybeStr<'de>>()?.0;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+    skip_types!(scalars);
+    skip_types!(str);
+    skip_types!(seq);
+}
+
+const TRACEPARENT: usize = 0;
+const TRACESTATE: usize = 1;
+const X_AMZN_TRACE_ID: usize = 2;
+const BAGGAGE: usize = 3;
+/// The names read from a carrier, indexed by the constants above.
+const CARRIER_NAMES: [&str; 4] = ["traceparent", "tracestate", "x-amzn-trace-id", "baggage"];
+
+/// A header map as events carry it: for each of [`CARRIER_NAMES`], the bytewise-smallest key equal
+/// to it ignoring ASCII case, with that key's last value read per its [`Shape`].
+#[derive(Default)]
+struct Carrier<'de> {
+    entries: [Option<CarrierEntry<'de>>; 4],
+}
+
+/// The key as the event spells it, and its value (`None`: not of the shape read).
+type CarrierEntry<'de> = (Cow<'de, str>, Option<Cow<'de, str>>);
+
+impl Carrier<'_> {
+    fn get(&self, name: usize) -> Option<&str> {
+        self.entries[name].as_ref()?.1.as_deref()
+    }
+}
+
+/// A carrier, `None` unless the value is an object.
+struct CarrierSeed(Shape);
+
+impl<'de> DeserializeSeed<'de> for CarrierSeed {
+    type Value = Option<Carrier<'de>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for CarrierSeed {
+    type Value = Option<Carrier<'de>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut carrier = Carrier::default();
+        while let Some(Key(key)) = map.next_key()? {
+            let Some(i) = CARRIER_NAMES
+                .iter()
+                .position(|n| key.eq_ignore_ascii_case(n))
+            else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            let value = map.next_value_seed(ShapedValue(self.0))?;
+            let entry = &mut carrier.entries[i];
+            if entry.as_ref().is_none_or(|(k, _)| key <= *k) {
+                *entry = Some((key, value));
+            }
+        }
+        Ok(Some(carrier))
+    }
+    skip_types!(scalars);
+    skip_types!(str);
+    skip_types!(seq);
+}
+
+/// The members of an event that [`extract`] reads; `Option<Option<_>>`: present, of the type read.
+#[derive(Default)]
+struct Event<'de> {
+    durable_execution_arn: Option<Cow<'de, str>>,
+    records: Option<Option<Records<'de>>>,
+    records_lower: Option<Option<Records<'de>>>,
+    /// `detail-type` is present; `true` when it is `Scheduled Event`.
+    detail_type_scheduled: Option<bool>,
+    has_source: bool,
+    detail: Option<Carrier<'de>>,
+    has_request_context: bool,
+    has_http_method: bool,
+    headers: Option<Carrier<'de>>,
+    multi_value_headers: Option<Carrier<'de>>,
+}
+
+impl<'de> Deserialize<'de> for Event<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(EventVisitor)
+    }
+}
+
+struct EventVisitor;
+
+impl<'de> Visitor<'de> for EventVisitor {
+    type Value = Event<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Event<'de>, A::Error> {
+        let mut ev = Event::default();
+        while let Some(Key(key)) = map.next_key()? {
+            match key.as_ref() {
+                "DurableExecutionArn" => ev.durable_execution_arn = map.next_value::<MaybeStr>()?.0,
+                "Records" => ev.records = Some(map.next_value_seed(RecordsSeed)?),
+                "records" => ev.records_lower = Some(map.next_value_seed(RecordsSeed)?),
+                "detail-type" => {
+                    let t = map.next_value::<MaybeStr>()?.0;
+                    ev.detail_type_scheduled = Some(t.as_deref() == Some("Scheduled Event"));
+                }
+                "detail" => ev.detail = map.next_value_seed(CarrierSeed(Shape::Plain))?,
+                "headers" => ev.headers = map.next_value_seed(CarrierSeed(Shape::Plain))?,
+                "multiValueHeaders" => {
+                    ev.multi_value_headers = map.next_value_seed(CarrierSeed(Shape::MultiValue))?;
+                }
+                other => {
+                    match other {
+                        "source" => ev.has_source = true,
+                        "requestContext" => ev.has_request_context = true,
+                        "httpMethod" => ev.has_http_method = true,
+                        _ => {}
+                    }
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(ev)
+    }
+}
+
+/// A `Records` array, read as it streams by: the first record decides the source; SQS messages
+/// are counted and linked (at most [`MAX_LINKS`]); nothing else of a record is kept.
+#[derive(Default)]
+struct Records<'de> {
+    /// The first record's `eventSource` (else `EventSource`).
+    source: Option<Cow<'de, str>>,
+    count: usize,
+    links: Vec<RemoteContext>,
+    /// The first record's `Sns.MessageAttributes`.
+    sns: Option<Carrier<'de>>,
+}
+
+/// `None` unless the value is an array.
+struct RecordsSeed;
+
+impl<'de> DeserializeSeed<'de> for RecordsSeed {
+    type Value = Option<Records<'de>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RecordsSeed {
+    type Value = Option<Records<'de>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut records = Records::default();
+        let Some(first) = seq.next_element::<Record>()? else {
+            return Ok(Some(records));
+        };
+        records.count = 1;
+        records.source = first.source;
+        records.sns = first.sns;
+        let sqs = records.source.as_deref() == Some("aws:sqs");
+        records.links.extend(first.link);
+        loop {
+            let more = if sqs && records.links.len() < MAX_LINKS {
+                seq.next_element::<Record>()?
+                    .map(|r| records.links.extend(r.link))
+            } else {
+                seq.next_element::<IgnoredAny>()?.map(|_| ())
+            };
+            if more.is_none() {
+                break;
+            }
+            records.count += 1;
+        }
+        Ok(Some(records))
+    }
+    skip_types!(scalars);
+    skip_types!(str);
+    skip_types!(map);
+}
+
+/// What one record gives: its source and Sns carrier (read from the first), and its SQS link:
+/// `attributes.AWSTraceHeader`, else `messageAttributes.traceparent.stringValue`, with a parent.
+#[derive(Default)]
+struct Record<'de> {
+    source: Option<Cow<'de, str>>,
+    sns: Option<Carrier<'de>>,
+    link: Option<RemoteContext>,
+}
+
+impl<'de> Deserialize<'de> for Record<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(RecordVisitor)
+    }
+}
+
+struct RecordVisitor;
+
+impl<'de> Visitor<'de> for RecordVisitor {
+    type Value = Record<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Record<'de>, A::Error> {
+        let (mut source_lower, mut source_upper) = (None, None);
+        let (mut trace_header, mut message_attributes, mut sns) = (None, None, None);
+        while let Some(Key(key)) = map.next_key()? {
+            match key.as_ref() {
+                "eventSource" => source_lower = Some(map.next_value::<MaybeStr>()?.0),
+                "EventSource" => source_upper = Some(map.next_value::<MaybeStr>()?.0),
+                "attributes" => {
+                    trace_header =
+                        map.next_value_seed(ShapedValue(Shape::Member("AWSTraceHeader")))?;
+                }
+                "messageAttributes" => {
+                    message_attributes =
+                        map.next_value_seed(CarrierSeed(Shape::Member("stringValue")))?;
+                }
+                "Sns" => sns = map.next_value_seed(SnsSeed)?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let link = trace_header
+            .as_deref()
+            .and_then(xray_context)
+            .or_else(|| traceparent_context(message_attributes?.get(TRACEPARENT)?))
+            .filter(|l| l.parent_id.is_some());
+        Ok(Record {
+            source: source_lower.or(source_upper).flatten(),
+            sns,
+            link,
+        })
+    }
+    skip_types!(scalars);
+    skip_types!(str);
+    skip_types!(seq);
+}
+
+/// `Sns.MessageAttributes` as a carrier, `None` unless both are objects.
+struct SnsSeed;
+
+impl<'de> DeserializeSeed<'de> for SnsSeed {
+    type Value = Option<Carrier<'de>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for SnsSeed {
+    type Value = Option<Carrier<'de>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut attrs = None;
+        while let Some(Key(key)) = map.next_key()? {
+            if key == "MessageAttributes" {
+                attrs = map.next_value_seed(CarrierSeed(Shape::Member("Value")))?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(attrs)
+    }
+    skip_types!(scalars);
+    skip_types!(str);
+    skip_types!(seq);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     const ACTIVE: &str =
         "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1;Lineage=a:0";
@@ -745,6 +1118,332 @@ mod tests {
         #[test]
         fn baggage_never_panics(b in ".{0,200}") {
             prop_assert!(parse_baggage(&b).len() <= MAX_BAGGAGE_ENTRIES);
+        }
+    }
+
+    /// The generic-tree reading that `extract` replaced (serde_json `Value`), kept as the oracle
+    /// of `same_as_the_generic_tree`.
+    mod generic_tree {
+        use super::super::{
+            Extracted, MAX_LINKS, MAX_TRACESTATE_BYTES, Trigger, parse_baggage,
+            traceparent_context, truncate_at_char, xray_context,
+        };
+        use serde_json::{Map, Value};
+
+        pub(super) fn extract(event: &[u8], lambda_trace_header: Option<&str>) -> Extracted {
+            let mut out = Extracted {
+                lambda: lambda_trace_header.and_then(xray_context),
+                ..Extracted::default()
+            };
+            let Ok(Value::Object(event)) = serde_json::from_slice::<Value>(event) else {
+                return out;
+            };
+            out.durable_execution_arn = event
+                .get("DurableExecutionArn")
+                .and_then(Value::as_str)
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned);
+            if let Some(records) = event
+                .get("Records")
+                .or_else(|| event.get("records"))
+                .and_then(Value::as_array)
+            {
+                read_records(records, &mut out);
+                return out;
+            }
+            if event.contains_key("detail-type") && event.contains_key("source") {
+                out.trigger = if event.get("detail-type").and_then(Value::as_str)
+                    == Some("Scheduled Event")
+                {
+                    Trigger::Timer
+                } else {
+                    Trigger::PubSub
+                };
+                if let Some(Value::Object(detail)) = event.get("detail") {
+                    read_carrier(&Carrier::Plain(detail), &mut out);
+                }
+                return out;
+            }
+            if event.contains_key("requestContext") || event.contains_key("httpMethod") {
+                out.trigger = Trigger::Http;
+                if let Some(Value::Object(headers)) = event.get("headers") {
+                    read_carrier(&Carrier::Plain(headers), &mut out);
+                }
+                if let Some(Value::Object(headers)) = event.get("multiValueHeaders") {
+                    read_carrier(&Carrier::MultiValue(headers), &mut out);
+                }
+            }
+            out
+        }
+
+        /// A header map as events carry it.
+        enum Carrier<'a> {
+            /// `{"name": "value"}`.
+            Plain(&'a Map<String, Value>),
+            /// `{"name": ["value", …]}`.
+            MultiValue(&'a Map<String, Value>),
+            /// SNS: `{"name": {"Type": "String", "Value": "…"}}`.
+            Sns(&'a Map<String, Value>),
+        }
+
+        impl Carrier<'_> {
+            fn get(&self, name: &str) -> Option<&str> {
+                let (map, shape) = match self {
+                    Carrier::Plain(m) => (m, 0),
+                    Carrier::MultiValue(m) => (m, 1),
+                    Carrier::Sns(m) => (m, 2),
+                };
+                let value = map
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v)?;
+                match shape {
+                    0 => value.as_str(),
+                    1 => value.as_array()?.first()?.as_str(),
+                    _ => value.get("Value")?.as_str(),
+                }
+            }
+        }
+
+        /// Reads traceparent/tracestate/baggage/X-Amzn-Trace-Id; a value found earlier is kept.
+        fn read_carrier(carrier: &Carrier<'_>, out: &mut Extracted) {
+            if out.traceparent.is_none()
+                && let Some(mut c) = carrier.get("traceparent").and_then(traceparent_context)
+            {
+                c.tracestate = carrier
+                    .get("tracestate")
+                    .map(|s| truncate_at_char(s.trim(), MAX_TRACESTATE_BYTES).to_owned())
+                    .filter(|s| !s.is_empty());
+                out.traceparent = Some(c);
+            }
+            if out.xray.is_none() {
+                out.xray = carrier.get("x-amzn-trace-id").and_then(xray_context);
+            }
+            if out.baggage.is_empty()
+                && let Some(b) = carrier.get("baggage")
+            {
+                out.baggage = parse_baggage(b);
+            }
+        }
+
+        fn read_records(records: &[Value], out: &mut Extracted) {
+            let source_of = |r: &Value| {
+                r.get("eventSource")
+                    .or_else(|| r.get("EventSource"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            };
+            let Some(source) = records.first().and_then(source_of) else {
+                return;
+            };
+            match source.as_str() {
+                "aws:sqs" => {
+                    out.trigger = Trigger::PubSub;
+                    out.message_count = records.len();
+                    for r in records {
+                        if out.links.len() == MAX_LINKS {
+                            break;
+                        }
+                        let from_attr = r
+                            .get("attributes")
+                            .and_then(|a| a.get("AWSTraceHeader"))
+                            .and_then(Value::as_str)
+                            .and_then(xray_context);
+                        let link = from_attr.or_else(|| {
+                            let attrs = r.get("messageAttributes")?.as_object()?;
+                            let (_, v) = attrs
+                                .iter()
+                                .find(|(k, _)| k.eq_ignore_ascii_case("traceparent"))?;
+                            traceparent_context(v.get("stringValue")?.as_str()?)
+                        });
+                        if let Some(l) = link.filter(|l| l.parent_id.is_some()) {
+                            out.links.push(l);
+                        }
+                    }
+                }
+                "aws:sns" => {
+                    out.trigger = Trigger::PubSub;
+                    if let Some(Value::Object(attrs)) = records
+                        .first()
+                        .and_then(|r| r.get("Sns"))
+                        .and_then(|s| s.get("MessageAttributes"))
+                    {
+                        read_carrier(&Carrier::Sns(attrs), out);
+                    }
+                }
+                "aws:s3" | "aws:dynamodb" => out.trigger = Trigger::Datasource,
+                "aws:kinesis" => out.trigger = Trigger::PubSub,
+                _ => {}
+            }
+        }
+    }
+
+    /// JSON text whose objects may repeat a key or spell a name in another case (a `Value` cannot
+    /// hold the first, and its `BTreeMap` orders the second).
+    #[derive(Debug, Clone)]
+    enum Raw {
+        Leaf(Value),
+        Arr(Vec<Raw>),
+        Obj(Vec<(String, Raw)>),
+    }
+
+    fn render(raw: &Raw, out: &mut String) {
+        match raw {
+            Raw::Leaf(v) => out.push_str(&v.to_string()),
+            Raw::Arr(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    render(item, out);
+                }
+                out.push(']');
+            }
+            Raw::Obj(members) => {
+                out.push('{');
+                for (i, (k, v)) in members.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::from(k.as_str()).to_string());
+                    out.push(':');
+                    render(v, out);
+                }
+                out.push('}');
+            }
+        }
+    }
+
+    fn raw_leaf() -> BoxedStrategy<Raw> {
+        prop_oneof![
+            1 => Just(Value::Null),
+            1 => any::<bool>().prop_map(Value::Bool),
+            1 => any::<i64>().prop_map(Value::from),
+            8 => prop_oneof![
+                Just(TP.to_owned()),
+                Just(ACTIVE.to_owned()),
+                Just(PASSTHROUGH.to_owned()),
+                Just("00-4bf92f3577b34da6a3ce929d0e0e4737-00f067aa0ba902b7-00".to_owned()),
+                Just("Root=1-67891233-abcdef012345678912345678".to_owned()),
+                Just("aws:sqs".to_owned()),
+                Just("aws:sns".to_owned()),
+                Just("aws:s3".to_owned()),
+                Just("aws:kinesis".to_owned()),
+                Just("Scheduled Event".to_owned()),
+                Just("k=v,a=b%20c".to_owned()),
+                Just(" vendor=x ".to_owned()),
+                Just(String::new()),
+                ".{0,12}"
+            ]
+            .prop_map(Value::String),
+        ]
+        .prop_map(Raw::Leaf)
+        .boxed()
+    }
+
+    /// A leaf, mostly one of `preferred`.
+    fn leaf_of(preferred: &'static [&'static str]) -> BoxedStrategy<Raw> {
+        prop_oneof![
+            3 => prop::sample::select(preferred).prop_map(|s| Raw::Leaf(Value::from(s))),
+            1 => raw_leaf(),
+        ]
+        .boxed()
+    }
+
+    const CONTEXTS: &[&str] = &[
+        TP,
+        TP,
+        ACTIVE,
+        "Root=1-67891233-abcdef012345678912345678",
+        "k=v,a=b%20c",
+        " vendor=x ",
+    ];
+
+    fn keys(names: &'static [&'static str]) -> impl Strategy<Value = String> + Clone {
+        prop_oneof![8 => prop::sample::select(names), 1 => Just("other")].prop_map(str::to_owned)
+    }
+
+    /// A header map, SNS or SQS attributes, with a few of the names in several cases.
+    fn raw_carrier() -> BoxedStrategy<Raw> {
+        let names = keys(&[
+            "traceparent",
+            "TraceParent",
+            "TRACEPARENT",
+            "tracestate",
+            "Tracestate",
+            "baggage",
+            "Baggage",
+            "x-amzn-trace-id",
+            "X-Amzn-Trace-Id",
+        ]);
+        let value = prop_oneof![
+            3 => leaf_of(CONTEXTS),
+            1 => prop::collection::vec(leaf_of(CONTEXTS), 0..3).prop_map(Raw::Arr),
+            2 => prop::collection::vec((keys(&["Value", "stringValue", "Type"]), leaf_of(CONTEXTS)), 0..3)
+                .prop_map(Raw::Obj),
+        ];
+        prop::collection::vec((names, value), 0..6)
+            .prop_map(Raw::Obj)
+            .boxed()
+    }
+
+    /// `{name: value}` objects, a name from `names` (or another) with a value from `value`.
+    fn object_of(
+        names: &'static [&'static str],
+        value: BoxedStrategy<Raw>,
+        len: usize,
+    ) -> BoxedStrategy<Raw> {
+        prop::collection::vec((keys(names), value), 0..len)
+            .prop_map(Raw::Obj)
+            .boxed()
+    }
+
+    fn raw_record() -> BoxedStrategy<Raw> {
+        let member = prop_oneof![
+            3 => (keys(&["eventSource", "EventSource"]), leaf_of(&["aws:sqs", "aws:sns", "aws:s3", "aws:kinesis"])),
+            2 => (keys(&["attributes"]), prop_oneof![3 => object_of(&["AWSTraceHeader"], leaf_of(CONTEXTS), 3), 1 => raw_leaf()].boxed()),
+            2 => (keys(&["messageAttributes"]), prop_oneof![3 => raw_carrier(), 1 => raw_leaf()].boxed()),
+            2 => (keys(&["Sns"]), prop_oneof![3 => object_of(&["MessageAttributes"], raw_carrier(), 3), 1 => raw_leaf()].boxed()),
+            1 => (keys(&["body"]), raw_leaf()),
+        ];
+        prop::collection::vec(member, 0..7)
+            .prop_map(Raw::Obj)
+            .boxed()
+    }
+
+    /// Event-like objects: the members `extract` reads, of their own type or another, repeated.
+    fn raw_event() -> impl Strategy<Value = Raw> {
+        let generic = raw_leaf().prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Raw::Arr),
+                prop::collection::vec((keys(&["Records", "headers", "x"]), inner), 0..4)
+                    .prop_map(Raw::Obj),
+            ]
+        });
+        let records = prop::collection::vec(raw_record(), 0..5).prop_map(Raw::Arr);
+        let member = prop_oneof![
+            3 => (keys(&["Records", "records"]), prop_oneof![4 => records.boxed(), 1 => raw_leaf()].boxed()),
+            3 => (keys(&["headers", "multiValueHeaders", "detail"]), prop_oneof![4 => raw_carrier(), 1 => raw_leaf()].boxed()),
+            2 => (keys(&["requestContext", "httpMethod"]), raw_leaf()),
+            2 => (keys(&["source", "detail-type", "DurableExecutionArn"]),
+                  leaf_of(&["Scheduled Event", "arn:aws:lambda:durable"])),
+            1 => (keys(&["body", "x"]), generic.boxed()),
+        ];
+        prop::collection::vec(member, 0..7).prop_map(Raw::Obj)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+        #[test]
+        fn same_as_the_generic_tree(event in raw_event(), header in prop::option::of(prop_oneof![Just(ACTIVE.to_owned()), Just(PASSTHROUGH.to_owned())])) {
+            let mut text = String::new();
+            render(&event, &mut text);
+            let header = header.as_deref();
+            prop_assert_eq!(extract(text.as_bytes(), header), generic_tree::extract(text.as_bytes(), header));
+            // Cut short: malformed, Lambda's header alone, as before.
+            let cut = &text.as_bytes()[..text.len() / 2];
+            prop_assert_eq!(extract(cut, header), generic_tree::extract(cut, header));
         }
     }
 }
