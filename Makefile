@@ -48,7 +48,7 @@ lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --workspace --all-targets --features otel-xray-extension/fault-injection -- -D warnings
 
-bench: setup local-layer ## Benchmarks: criterion (decode + translate), then the extension on the local Lambda (on-demand and Managed Instances)
+bench: setup local-layer ## Benchmarks: criterion (decode + translate, event context), then the extension on the local Lambda (on-demand and Managed Instances)
 	$(CARGO) bench -p otel-xray-extension --bench translate
 	$(CARGO) bench -p otel-xray-extension --bench event_context
 	OTEL_XRAY_LAYER=$(abspath $(LOCAL_LAYER)) OTEL_XRAY_BIN_DIR=$(abspath $(RELEASE)) \
