@@ -12,18 +12,16 @@ mod receiver_support;
 use std::time::Duration;
 
 use http::StatusCode;
-use lifecycle_support::{FakeLambda, Invocation, config};
+use lifecycle_support::{FakeLambda, Invocation, config, options};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use otel_xray::config::Config;
 use otel_xray::export::Exporter;
-use otel_xray::lifecycle::{Exit, Ready, RunOptions, run};
+use otel_xray::lifecycle::{Exit, run};
 use otel_xray::stats::{DropReason, RejectReason, Stats};
 use prost::Message;
 use receiver_support::{Harness, Http1, full, post, sample_request};
 use tokio::net::UdpSocket;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 const SECOND: Duration = Duration::from_secs(1);
 const PROTOBUF: &str = "application/x-protobuf";
@@ -105,20 +103,6 @@ async fn a_panic_while_translating_costs_that_request_only() {
         docs += 1;
     }
     assert!(docs > 0);
-}
-
-fn options() -> (RunOptions, oneshot::Receiver<Ready>, CancellationToken) {
-    let (tx, rx) = oneshot::channel();
-    let cancel = CancellationToken::new();
-    (
-        RunOptions {
-            extension_name: "otel-xray".into(),
-            cancel: cancel.clone(),
-            ready: Some(tx),
-        },
-        rx,
-        cancel,
-    )
 }
 
 #[tokio::test]

@@ -21,29 +21,14 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use lifecycle_support::{FakeLambda, Invocation, config, sdk_batch};
+use lifecycle_support::{FakeLambda, Invocation, config, options, sdk_batch};
 use otel_xray::config::Config;
-use otel_xray::lifecycle::{Exit, Ready, RunOptions, RunSummary, run};
+use otel_xray::lifecycle::{Exit, RunSummary, run};
 use tokio::net::UdpSocket;
-use tokio::sync::{Barrier, oneshot};
+use tokio::sync::Barrier;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 const SECOND: Duration = Duration::from_secs(1);
-
-fn options() -> (RunOptions, oneshot::Receiver<Ready>, CancellationToken) {
-    let (tx, rx) = oneshot::channel();
-    let cancel = CancellationToken::new();
-    (
-        RunOptions {
-            extension_name: "otel-xray".into(),
-            cancel: cancel.clone(),
-            ready: Some(tx),
-        },
-        rx,
-        cancel,
-    )
-}
 
 /// A Managed Instances configuration whose daemon exporter points at a UDP socket, flushing in
 /// the background every 50 ms.

@@ -12,33 +12,17 @@ use std::time::Duration;
 
 use http::StatusCode;
 use lifecycle_support::{
-    ACCOUNT_ID, EXTENSION_ID, FakeLambda, TRACE_HEADER, config, post, runtime_done_event,
+    ACCOUNT_ID, EXTENSION_ID, FakeLambda, TRACE_HEADER, config, options, post, runtime_done_event,
     sdk_batch, start_event,
 };
 use otel_xray::config::Config;
 use otel_xray::lambda::EndSource;
 use otel_xray::lambda::extensions_api::ShutdownReason;
-use otel_xray::lifecycle::{Exit, Ready, RunOptions, RunSummary, run, run_with_lookup};
+use otel_xray::lifecycle::{Exit, RunSummary, run, run_with_lookup};
 use tokio::net::UdpSocket;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 const SECOND: Duration = Duration::from_secs(1);
-
-fn options() -> (RunOptions, oneshot::Receiver<Ready>, CancellationToken) {
-    let (tx, rx) = oneshot::channel();
-    let cancel = CancellationToken::new();
-    (
-        RunOptions {
-            extension_name: "otel-xray".into(),
-            cancel: cancel.clone(),
-            ready: Some(tx),
-        },
-        rx,
-        cancel,
-    )
-}
 
 /// A UDP socket playing the X-Ray daemon, and a config whose exporter points at it.
 async fn daemon_config(fake: SocketAddr, extra: &[(&str, &str)]) -> (Config, UdpSocket) {

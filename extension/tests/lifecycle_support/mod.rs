@@ -388,6 +388,25 @@ pub async fn request(method: Method, url: &str, body: impl Into<Bytes>) -> Statu
         .status()
 }
 
+/// Options for an in-process run: its `Ready` and a token that ends it as SHUTDOWN would.
+pub fn options() -> (
+    otel_xray::lifecycle::RunOptions,
+    oneshot::Receiver<otel_xray::lifecycle::Ready>,
+    tokio_util::sync::CancellationToken,
+) {
+    let (tx, rx) = oneshot::channel();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    (
+        otel_xray::lifecycle::RunOptions {
+            extension_name: "otel-xray".into(),
+            cancel: cancel.clone(),
+            ready: Some(tx),
+        },
+        rx,
+        cancel,
+    )
+}
+
 /// A configuration for in-process runs: every port ephemeral, the Lambda APIs at `fake`.
 pub fn config(fake: SocketAddr, extra: &[(&str, &str)]) -> Config {
     let mut vars: HashMap<String, String> = [

@@ -1048,13 +1048,23 @@ fn init_failed_result(shared: &Shared, req: &InvokeRequest, f: InitFailure) -> I
         shared.cfg.active_tracing,
         now_ms / 1000,
     );
-    let body = json!({"errorMessage": f.message, "errorType": f.error_type}).to_string();
     shared.hub.emit(
         "platform.report",
         json!({"requestId": request_id, "status": f.status.as_str(), "errorType": f.error_type,
                "metrics": {"durationMs": 0.0, "billedDurationMs": 0, "memorySizeMB": shared.cfg.memory_mb,
                            "maxMemoryUsedMB": 0, "initDurationMs": round2(f.duration_ms)}}),
     );
+    failed_init_result(shared, request_id, trace.header, f)
+}
+
+/// The result of an invoke whose init failed: the init's error, no invocation.
+pub(crate) fn failed_init_result(
+    shared: &Shared,
+    request_id: String,
+    trace_header: String,
+    f: InitFailure,
+) -> InvokeResult {
+    let body = json!({"errorMessage": f.message, "errorType": f.error_type}).to_string();
     let at = shared.timeline.now_ms();
     InvokeResult {
         request_id,
@@ -1065,7 +1075,7 @@ fn init_failed_result(shared: &Shared, req: &InvokeRequest, f: InitFailure) -> I
             error_message: f.message,
             body,
         }),
-        trace_header: trace.header,
+        trace_header,
         cold_start: true,
         reset: true,
         timings: InvokeTimings {

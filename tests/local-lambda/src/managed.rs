@@ -438,33 +438,7 @@ pub(crate) fn init_failed_result(
         shared.cfg.active_tracing,
         crate::time::now_epoch_ms() / 1000,
     );
-    let at = shared.timeline.now_ms();
-    let body = json!({"errorMessage": f.message, "errorType": f.error_type}).to_string();
-    InvokeResult {
-        request_id: ids::request_id(),
-        status: f.status,
-        response: None,
-        error: Some(InvokeError {
-            error_type: f.error_type,
-            error_message: f.message,
-            body,
-        }),
-        trace_header: trace.header,
-        cold_start: true,
-        reset: true,
-        timings: InvokeTimings {
-            init_ms: Some(f.duration_ms),
-            started_at_ms: at,
-            runtime_done_at_ms: None,
-            completed_at_ms: at,
-            runtime_ms: None,
-            duration_ms: 0.0,
-            post_runtime_ms: None,
-            response_latency_ms: None,
-            response_duration_ms: None,
-            extensions: Vec::new(),
-        },
-    }
+    lifecycle::failed_init_result(shared, ids::request_id(), trace.header, f)
 }
 
 enum Waited {
