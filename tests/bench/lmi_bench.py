@@ -28,30 +28,23 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
 
 from lam import LocalLambda  # noqa: E402
+from propagation_bench import MINI_RUNTIME  # noqa: E402
 from xray.daemon import DaemonListener  # noqa: E402
 
 CONCURRENCY = 16
 
-# N workers (AWS_LAMBDA_MAX_CONCURRENCY), each: next, respond, repeat, on its own keep-alive
-# connection, as awslambdaric's multi-process mode does.
+# N workers (AWS_LAMBDA_MAX_CONCURRENCY), each propagation_bench's minimal runtime (next,
+# respond, repeat, on its own keep-alive connection), as awslambdaric's multi-process mode does.
 WORKERS_RUNTIME = r"""
-import http.client, os
-n = int(os.environ.get("AWS_LAMBDA_MAX_CONCURRENCY", "1"))
-for _ in range(n - 1):
+import os
+for _ in range(int(os.environ.get("AWS_LAMBDA_MAX_CONCURRENCY", "1")) - 1):
     if os.fork() == 0:
         break
-conn = http.client.HTTPConnection(os.environ["AWS_LAMBDA_RUNTIME_API"])
-while True:
-    conn.request("GET", "/2018-06-01/runtime/invocation/next")
-    r = conn.getresponse(); r.read()
-    rid = r.getheader("Lambda-Runtime-Aws-Request-Id")
-    conn.request("POST", "/2018-06-01/runtime/invocation/%s/response" % rid, body=b"{}",
-                 headers={"content-type": "application/json"})
-    conn.getresponse().read()
-"""
+""" + MINI_RUNTIME
 
 
 def percentile(values, p):

@@ -722,33 +722,11 @@ pub async fn invoke(shared: &Arc<Shared>, req: InvokeRequest) -> InvokeResult {
     let init_ms = shared.lock().pending_init_ms.take();
     thaw(shared);
 
-    let request_id = ids::request_id();
-    let started_epoch_ms = crate::time::now_epoch_ms();
-    let trace = ids::invocation_trace(
-        req.trace_header.as_deref(),
-        cfg.active_tracing,
-        started_epoch_ms / 1000,
-    );
-    let started = Instant::now();
-    let deadline = started + cfg.timeout;
-    let timeout_ms = u64::try_from(cfg.timeout.as_millis()).unwrap_or(u64::MAX);
-    let cur = Current {
-        request_id: request_id.clone(),
-        trace: trace.clone(),
-        span_id: ids::span_id(),
-        started,
-        started_epoch_ms,
-        deadline,
-        deadline_epoch_ms: started_epoch_ms + timeout_ms,
-        outcome: None,
-        first_byte_at: None,
-        runtime_done_at: None,
-        ext_next: Vec::new(),
-        worker: None,
-        response_head_at: None,
-        response_done_at: None,
-        aborted: None,
-    };
+    let cur = Current::start(req.trace_header.as_deref(), cfg.active_tracing, cfg.timeout);
+    let request_id = cur.request_id.clone();
+    let trace = cur.trace.clone();
+    let started = cur.started;
+    let deadline = cur.deadline;
     let invoke_event = json!({
         "eventType": "INVOKE",
         "deadlineMs": cur.deadline_epoch_ms,

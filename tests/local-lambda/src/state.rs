@@ -158,6 +158,41 @@ pub struct Current {
     pub aborted: Option<Abort>,
 }
 
+impl Current {
+    /// A new invocation starting now, with its trace (from the caller's header, if any) and its
+    /// deadline `timeout` from now.
+    pub fn start(
+        trace_header: Option<&str>,
+        active_tracing: bool,
+        timeout: std::time::Duration,
+    ) -> Current {
+        let started_epoch_ms = crate::time::now_epoch_ms();
+        let started = Instant::now();
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        Current {
+            request_id: crate::ids::request_id(),
+            trace: crate::ids::invocation_trace(
+                trace_header,
+                active_tracing,
+                started_epoch_ms / 1000,
+            ),
+            span_id: crate::ids::span_id(),
+            started,
+            started_epoch_ms,
+            deadline: started + timeout,
+            deadline_epoch_ms: started_epoch_ms + timeout_ms,
+            outcome: None,
+            first_byte_at: None,
+            runtime_done_at: None,
+            ext_next: Vec::new(),
+            worker: None,
+            response_head_at: None,
+            response_done_at: None,
+            aborted: None,
+        }
+    }
+}
+
 /// Why a Lambda Managed Instances environment ended an invocation before it was answered
 /// (the environment shuts down, or a process of it crashed).
 #[derive(Debug, Clone, PartialEq, Eq)]
